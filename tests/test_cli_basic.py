@@ -1,0 +1,49 @@
+import json
+
+import pandas as pd
+from click.testing import CliRunner
+
+from riskengine.cli import main
+
+
+def test_help_lists_the_commands():
+    res = CliRunner().invoke(main, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("validate", "generate", "train"):
+        assert cmd in res.output
+
+
+def test_validate_counts_and_quarantine(tmp_path, good_row):
+    rows = [dict(good_row, manifest_id=f"M{i}") for i in range(5)]
+    rows[3]["container_id"] = "CSQU3054384"
+    p = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    q = tmp_path / "q.csv"
+    res = CliRunner().invoke(main, ["validate", "--data", str(p), "--quarantine", str(q), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert (summary["rows"], summary["valid"], summary["rejected"]) == (5, 4, 1)
+    assert summary["top_reasons"][0]["column"] == "container_id"
+    assert pd.read_csv(q)["manifest_id"].tolist() == ["M3"]
+
+    table = CliRunner().invoke(main, ["validate", "--data", str(p), "--quarantine", str(q)])
+    assert table.exit_code == 0
+    assert "Top reject reasons" in table.output and "check digit" in table.output
+
+
+def test_validate_missing_file_and_missing_column(tmp_path, good_row):
+    res = CliRunner().invoke(main, ["validate", "--data", str(tmp_path / "nope.csv")])
+    assert res.exit_code == 1
+    assert "FileNotFoundError: manifest file not found" in res.output
+
+    p = tmp_path / "m.csv"
+    pd.DataFrame([good_row]).drop(columns=["vgm_kg"]).to_csv(p, index=False)
+    res = CliRunner().invoke(main, ["validate", "--data", str(p)])
+    assert res.exit_code == 1
+    assert "SchemaError: missing required column(s) ['vgm_kg']" in res.output
+
+
+def test_train_without_arguments_is_a_usage_error():
+    res = CliRunner().invoke(main, ["train"])
+    assert res.exit_code == 2
+    assert "--data" in res.output
