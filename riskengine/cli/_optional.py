@@ -14,6 +14,8 @@ COMMAND_MODULES = (
     "riskengine.cli.model_cmd",
     "riskengine.cli.scan_generate_cmd",
     "riskengine.cli.scan_cmd",
+    "riskengine.cli.serve_cmd",
+    "riskengine.cli.outcomes_cmd",
     "riskengine.cli.demo_cmd",
 )
 
