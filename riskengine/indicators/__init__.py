@@ -1,0 +1,90 @@
+"""Shared risk-indicator packs: load, validate, merge and evaluate.
+
+Services exchange the modus operandi they see as *indicator packs*: versioned YAML files whose
+conditions are a small declarative language (never code) evaluated column-wise on manifests.
+
+Example
+-------
+>>> from riskengine.indicators import default_packs, evaluate, load_pack, merge_packs
+>>> merged = merge_packs(default_packs() + [load_pack("partner.yaml")])  # doctest: +SKIP
+>>> hits = evaluate(merged, manifests)                                   # doctest: +SKIP
+>>> hits.hit_ids.head()                                                  # doctest: +SKIP
+"""
+
+from riskengine.indicators.conditions import (
+    OPERATORS,
+    AllOf,
+    AnyOf,
+    Comparison,
+    Condition,
+    ConditionError,
+    Not,
+    evaluate_condition,
+    parse_condition,
+)
+from riskengine.indicators.evaluate import IndicatorHits, evaluate, resolve_indicators
+from riskengine.indicators.fields import FIELDS, OPERATORS_BY_KIND, FieldSpec
+from riskengine.indicators.merge import (
+    MergeConflict,
+    MergedIndicators,
+    PackConflictError,
+    SupersededIndicator,
+    merge_packs,
+)
+from riskengine.indicators.pack import (
+    SEVERITY_SCORES,
+    TLP_MARKINGS,
+    Indicator,
+    IndicatorPack,
+    Issuer,
+    PackError,
+    PackMetadata,
+    Reference,
+    Severity,
+    Version,
+    default_pack_path,
+    default_packs,
+    dump_pack,
+    load_pack,
+    load_packs,
+    parse_pack,
+)
+
+__all__ = [
+    "FIELDS",
+    "OPERATORS",
+    "OPERATORS_BY_KIND",
+    "SEVERITY_SCORES",
+    "TLP_MARKINGS",
+    "AllOf",
+    "AnyOf",
+    "Comparison",
+    "Condition",
+    "ConditionError",
+    "FieldSpec",
+    "Indicator",
+    "IndicatorHits",
+    "IndicatorPack",
+    "Issuer",
+    "MergeConflict",
+    "MergedIndicators",
+    "Not",
+    "PackConflictError",
+    "PackError",
+    "PackMetadata",
+    "Reference",
+    "Severity",
+    "SupersededIndicator",
+    "Version",
+    "default_pack_path",
+    "default_packs",
+    "dump_pack",
+    "evaluate",
+    "evaluate_condition",
+    "load_pack",
+    "load_packs",
+    "merge_packs",
+    "parse_condition",
+    "parse_pack",
+    "resolve_indicators",
+]
