@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "riskengine.cli.scan_cmd",
     "riskengine.cli.serve_cmd",
     "riskengine.cli.outcomes_cmd",
+    "riskengine.cli.bench_cmd",
+    "riskengine.cli.rescore_cmd",
     "riskengine.cli.demo_cmd",
 )
 
