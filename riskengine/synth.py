@@ -1522,7 +1522,7 @@ _HIGH_CARDINALITY = frozenset({
 })
 
 
-def _iter_tables(cfg: SynthConfig, chunk_rows: int) -> Iterator[pa.Table]:
+def _iter_tables(cfg: SynthConfig, chunk_rows: int, first_block: int = 0) -> Iterator[pa.Table]:
     """Chunks of ``chunk_rows`` rows as Arrow tables sorted by filed_at (helper columns kept)."""
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive whole number, got {chunk_rows!r}")
@@ -1530,7 +1530,7 @@ def _iter_tables(cfg: SynthConfig, chunk_rows: int) -> Iterator[pa.Table]:
     n_blocks = -(-cfg.rows // BLOCK_ROWS)
     pending: list[pa.Table] = []
     pending_rows = 0
-    for b in range(n_blocks):
+    for b in range(first_block, n_blocks):
         t = _block_table(world, b)
         pending.append(t)
         pending_rows += t.num_rows
@@ -1645,6 +1645,7 @@ def generate_manifests(
     illicit_rate: float = 0.01,
     drift: float = 0.0,
     corrupt_rate: float = 0.0,
+    last_days: int | None = None,
 ) -> pd.DataFrame:
     """Generate ``rows`` synthetic container manifests arriving at ``port``.
 
@@ -1654,7 +1655,9 @@ def generate_manifests(
     ``drift`` in [0, 1] shifts the smugglers' modus operandi, origins, hubs and cover loads over
     the period (0: stationary); ``corrupt_rate`` breaks that share of rows the way real files
     break (then ``filed_at`` is text, as read from a raw file). The same arguments always give
-    the same frame.
+    the same frame. ``last_days`` keeps only the rows arriving in the last ``last_days`` days
+    of the period — exactly those rows of the full generation, without generating the rest —
+    so that a "today" can be drawn from the same world as a year of history.
 
     >>> df = generate_manifests(1_000, seed=3, illicit_rate=0.02)
     >>> sorted(df["modus_operandi"].unique())[:2]
@@ -1662,8 +1665,19 @@ def generate_manifests(
     """
     cfg = SynthConfig.create(rows, seed=seed, start=start, days=days, port=port,
                              illicit_rate=illicit_rate, drift=drift, corrupt_rate=corrupt_rate)
-    tables = list(_iter_tables(cfg, DEFAULT_CHUNK_ROWS))
+    first_block = 0
+    if last_days is not None:
+        if isinstance(last_days, bool) or not isinstance(last_days, (int, np.integer)) or not 1 <= last_days <= cfg.days:
+            raise ValueError(f"last_days must be a whole number between 1 and days ({cfg.days}), got {last_days!r}")
+        # Rows follow the calendar, so the tail only needs the blocks from its first day on
+        # (one block earlier for bills of lading that straddle a block boundary).
+        first_row = (cfg.rows * (cfg.days - last_days)) // cfg.days
+        first_block = max(0, first_row // BLOCK_ROWS - 1)
+    tables = list(_iter_tables(cfg, DEFAULT_CHUNK_ROWS, first_block))
     table = _sorted(pa.concat_tables(tables)) if len(tables) > 1 else tables[0]
+    if last_days is not None:
+        cut = pd.Timestamp(cfg.start) + pd.Timedelta(days=cfg.days - last_days)
+        table = table.filter(pc.greater_equal(table["arrival_date"], pa.scalar(cut, type=table["arrival_date"].type)))
     df = _to_pandas(table)
     df.attrs["synth"] = {**cfg.__dict__, "corrupt_rows": int(pc.sum(table["_corrupt"]).as_py() or 0)}
     return df

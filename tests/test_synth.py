@@ -349,3 +349,15 @@ def test_numbers_stay_in_physical_ranges(traffic):
     assert t["currency"].isin(["USD", "EUR", "CNY", "JPY", "GBP"]).all()
     assert np.isfinite(t["declared_value"]).all()
     assert t["freight_charges"].isna().mean() < 0.15
+
+
+def test_last_days_gives_exactly_the_tail_of_the_full_period():
+    full = generate_manifests(120_000, seed=5, days=30)
+    tail = generate_manifests(120_000, seed=5, days=30, last_days=1)
+    expected = full[full["arrival_date"] == full["arrival_date"].max()]
+    assert len(tail) == len(expected) > 3000
+    a = expected.sort_values("manifest_id").reset_index(drop=True)
+    b = tail.sort_values("manifest_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(ValueError, match="last_days must be"):
+        generate_manifests(1000, seed=5, days=3, last_days=4)
