@@ -116,9 +116,11 @@ def _fill(
     threshold: float,
     capacity: np.ndarray,
     exploration_share: float,
-    rng: np.random.Generator,
+    draws: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fill one capacity per group: mandatory, then the random share, then by score.
+
+    ``draws`` are the per-container uniform numbers of the random share (see :func:`random_draws`).
 
     Returns (selected, selection_kind) where kind is 0 none, 1 mandatory, 2 random, 3 risk.
     """
@@ -131,13 +133,25 @@ def _fill(
     # 2. the exploration share, exact: round(share × capacity), drawn uniformly from the rest
     n_random = np.minimum(np.round(exploration_share * capacity).astype(np.int64), left)
     pool = candidates & ~m
-    r = _take_within_capacity(group, pool, rng.random(len(group)), n_random)
+    r = _take_within_capacity(group, pool, draws, n_random)
     kind[r] = 2
     left = left - np.bincount(group[r], minlength=n_groups)
     # 3. by score, above the lane's threshold
     s = _take_within_capacity(group, pool & ~r & (score >= threshold), score, left)
     kind[s] = 3
     return kind > 0, kind
+
+
+def random_draws(manifest_id: pd.Series, seed: int, stage: int) -> np.ndarray:
+    """A uniform number per container from a hash of (manifest id, seed, stage).
+
+    Hashing instead of drawing by row position keeps a container's random pick stable when the
+    queue of its shift is re-planned with more arrivals, while staying unpredictable without
+    the seed.
+    """
+    keys = manifest_id.astype(str) + f"|{seed}|{stage}"
+    h = pd.util.hash_pandas_object(keys, index=False).to_numpy(dtype=np.uint64)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 _KIND_NAMES = np.array(["none", "mandatory", "random", "risk"], dtype=object)
@@ -154,7 +168,7 @@ def assign_lanes(manifests: pd.DataFrame, config: QueueConfig) -> pd.DataFrame:
     _check_columns(manifests, ["manifest_id", *GROUP_KEYS, "risk_score"], "assign_lanes")
     df = manifests.reset_index(drop=True).copy()
     n = len(df)
-    rng = np.random.default_rng(config.seed)
+    draws = random_draws(df["manifest_id"], config.seed, 1)
     group = _group_ids(df)
     n_groups = int(group.max()) + 1 if n else 0
     score = df["risk_score"].to_numpy(dtype=float)
@@ -172,12 +186,12 @@ def assign_lanes(manifests: pd.DataFrame, config: QueueConfig) -> pd.DataFrame:
     insp_left = insp_cap - np.bincount(group[hold], minlength=n_groups)
     red_cap = np.minimum(np.floor(config.red_share * config.inspection_capacity).astype(np.int64), insp_left)
     red, kind = _fill(group, n_groups, ~hold, mandatory, score, config.red_threshold, red_cap,
-                      config.exploration_share, rng)
+                      config.exploration_share, draws)
     lane[red] = "red"
     selection[red] = kind[red]
     scan_cap = _group_capacity(group, n_groups, config.scan_capacity)
     scan, kind = _fill(group, n_groups, ~hold & ~red, mandatory, score, config.scan_threshold, scan_cap,
-                       config.exploration_share, rng)
+                       config.exploration_share, 1.0 - draws)
     lane[scan] = "scan"
     selection[scan] = kind[scan]
     overflow = hold.sum() < (score >= config.hold_threshold).sum()
@@ -214,7 +228,7 @@ def select_inspections(scanned: pd.DataFrame, config: QueueConfig, *, already_us
     _check_columns(scanned, ["manifest_id", *GROUP_KEYS, "fused_score"], "select_inspections")
     df = scanned.reset_index(drop=True).copy()
     n = len(df)
-    rng = np.random.default_rng(config.seed + 1)
+    draws = random_draws(df["manifest_id"], config.seed, 2)
     keys = df[list(GROUP_KEYS)].astype(str).agg("|".join, axis=1) if n else pd.Series([], dtype=str)
     uniq, group = np.unique(keys.to_numpy(dtype=str), return_inverse=True) if n else (np.array([]), np.array([], dtype=np.int64))
     n_groups = len(uniq)
@@ -228,7 +242,7 @@ def select_inspections(scanned: pd.DataFrame, config: QueueConfig, *, already_us
     score = df["fused_score"].to_numpy(dtype=float)
     mandatory = df["mandatory"].to_numpy(dtype=bool) if "mandatory" in df.columns else np.zeros(n, dtype=bool)
     chosen, kind = _fill(group, n_groups, np.ones(n, dtype=bool), mandatory, score, config.inspect_threshold,
-                         cap, config.exploration_share, rng)
+                         cap, config.exploration_share, draws)
     df["inspect"] = chosen
     df["inspect_selection"] = _KIND_NAMES[kind]
     rank_df = df.assign(_chosen=chosen)

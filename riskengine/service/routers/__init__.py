@@ -1,0 +1,1 @@
+"""One router per resource: manifests, scans, queue, outcomes, feed, health, ui."""

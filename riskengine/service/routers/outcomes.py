@@ -1,0 +1,44 @@
+"""POST/GET /api/outcomes: inspection results; GET /api/outcomes/hit-rates."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+from starlette.concurrency import run_in_threadpool
+
+from riskengine.service.deps import BroadcasterDep, StoreDep
+from riskengine.service.routers._util import records
+from riskengine.service.schemas import HitRate, OutcomeIn, OutcomeOut, OutcomeRow
+
+router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
+
+
+@router.post("", response_model=OutcomeOut, status_code=status.HTTP_201_CREATED,
+             summary="Record an inspection result",
+             responses={404: {"description": "Unknown manifest id"}, 422: {"description": "Invalid body"}})
+async def post_outcome(body: OutcomeIn, store: StoreDep, broadcaster: BroadcasterDep) -> OutcomeOut:
+    """Seizure (with the amount) or nothing found; a later record corrects an earlier one."""
+    try:
+        outcome_id = await run_in_threadpool(store.record_outcome, body.manifest_id, body.result,
+                                             body.amount_kg, body.notes, body.actor)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    state = await run_in_threadpool(store.outcomes)
+    row = state[state["manifest_id"] == body.manifest_id].iloc[0]
+    out = OutcomeOut(outcome_id=outcome_id, manifest_id=body.manifest_id, result=body.result,
+                     amount_kg=body.amount_kg, lane=row["lane"], selection=row["selection"])
+    broadcaster.publish("outcome", {"manifest_ids": [body.manifest_id], "result": body.result,
+                                    "groups": [{"port": row["port"], "terminal": row["terminal"],
+                                                "shift": row["shift"]}]})
+    return out
+
+
+@router.get("", response_model=list[OutcomeRow], summary="Latest outcome per inspected container")
+def get_outcomes(store: StoreDep) -> list[OutcomeRow]:
+    return [OutcomeRow.model_validate(r) for r in records(store.outcomes())]
+
+
+@router.get("/hit-rates", response_model=list[HitRate], summary="Hit rates per lane, random vs targeted")
+def get_hit_rates(store: StoreDep) -> list[HitRate]:
+    """Share of inspections with a seizure, with Wilson 95% intervals; the random picks are the
+    unbiased estimate of what a lane would find."""
+    return [HitRate.model_validate(r) for r in records(store.hit_rates())]

@@ -1,0 +1,281 @@
+"""The service's work, without HTTP: ingest manifests, ingest scans, re-plan the queues.
+
+* :func:`ingest_manifests`: validate → upsert (one transaction) → score what is new or changed →
+  re-plan the affected (port, terminal, shift) groups → report.
+* :func:`ingest_scan`: triage → overlay → save the scan → fuse with the manifest risk → re-plan.
+* :func:`replan`: stage 1 lanes for every container of the groups that is not locked (already
+  scanned or inspected: its lane stays, and uses its capacity), then stage 2 inspections by
+  fused score for the scanned containers of the scan lane. Only changed decisions are written,
+  so re-sending a batch writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from riskengine.fusion import fuse, join_reasons
+from riskengine.queue import GROUP_KEYS, QueueConfig, assign_lanes, select_inspections
+from riskengine.schema import ROW_COLUMN, validate
+from riskengine.service.scoring import ScanTriager, Scorer, check_scores
+from riskengine.store import Store
+
+log = logging.getLogger(__name__)
+
+# Plans of one process are made one at a time; two nodes on one PostgreSQL converge because only
+# changed decisions are written and every ingest re-plans its groups from the stored state.
+_PLAN_LOCK = threading.Lock()
+_MAX_EVENT_IDS = 500
+
+_SELECTION_TEXT = {
+    "mandatory": "mandatory rule",
+    "random": "random exploration pick (unbiased control sample)",
+    "risk": "selected by risk within capacity",
+    "none": "",
+}
+
+
+@dataclass
+class PlanResult:
+    """What a re-plan changed."""
+
+    decisions: int = 0
+    changed_ids: list[str] = field(default_factory=list)
+    lane_counts: list[dict[str, Any]] = field(default_factory=list)
+    unscored: int = 0
+
+
+@dataclass
+class IngestReport:
+    """Outcome of one manifest batch."""
+
+    received: int
+    valid: int
+    rejected: int
+    inserted: int
+    updated: int
+    unchanged: int
+    scored: int
+    plan: PlanResult
+    groups: list[tuple[str, str, str]]
+    rejects: pd.DataFrame
+    warnings: pd.DataFrame
+    changed_ids: list[str] = field(default_factory=list)
+
+    def event(self) -> dict[str, Any]:
+        """Feed payload (ids capped at 500, the rest counted)."""
+        ids = self.changed_ids
+        return {
+            "inserted": self.inserted, "updated": self.updated, "decisions": self.plan.decisions,
+            "manifest_ids": ids[:_MAX_EVENT_IDS], "more_ids": max(0, len(ids) - _MAX_EVENT_IDS),
+            "groups": [dict(zip(GROUP_KEYS, g, strict=True)) for g in self.groups],
+            "lane_counts": self.plan.lane_counts,
+        }
+
+
+@dataclass
+class ScanReport:
+    """Outcome of one scan."""
+
+    scan_id: str
+    manifest_id: str
+    triage: dict[str, Any]
+    fused: dict[str, Any]
+    overlay_path: str | None
+    plan: PlanResult
+    group: tuple[str, str, str]
+    lane: str | None
+    selection: str | None
+
+
+def _decision_reasons(df: pd.DataFrame, lane_col: str, selection_col: str, reasons_col: str,
+                      config: QueueConfig) -> np.ndarray:
+    sel = df[selection_col].map(_SELECTION_TEXT).fillna("")
+    hold = np.where(df[lane_col] == "hold",
+                    f"risk at or above the hold threshold {config.hold_threshold:.2f}: do not release", "")
+    sel = sel.where(df[lane_col] != "hold", "")
+    return join_reasons([pd.Series(hold, index=df.index), sel, df[reasons_col].fillna("")])
+
+
+def replan(store: Store, groups: list[tuple[str, str, str]], config: QueueConfig, *,
+           actor: str) -> PlanResult:
+    """Re-plan the queues of ``groups`` from the stored state; write changed decisions only."""
+    if not groups:
+        return PlanResult()
+    keys = list(GROUP_KEYS)
+    with _PLAN_LOCK:
+        frame = store.planning_frame(groups)
+        unscored = int(frame["risk_score"].isna().sum())
+        if unscored:
+            log.warning("%d manifest(s) in the re-planned groups have no score and stay unplanned", unscored)
+        frame = frame[frame["risk_score"].notna()].reset_index(drop=True)
+        if frame.empty:
+            return PlanResult(unscored=unscored)
+        locked = (frame["stage1_lane"].notna() & (frame["scanned"] | frame["outcome"].notna())).to_numpy()
+        # A container scanned outside the scan lane (the plan moved it after the officer saw it)
+        # used the scanner: it joins the scan lane, flagged as not selected by the plan.
+        off_plan = locked & frame["scanned"].to_numpy() & ~frame["stage1_lane"].isin(["hold", "red", "scan"]).to_numpy()
+        frame.loc[off_plan, ["stage1_lane", "stage1_selection"]] = ["scan", "none"]
+        forced = frame[off_plan].assign(
+            lane="scan", selection="none", queue_rank=0,
+            decision_reasons=join_reasons([pd.Series("scanned outside the plan (uses scanner capacity)",
+                                                     index=frame.index[off_plan]),
+                                           frame.loc[off_plan, "reasons"].fillna("")]))
+        n = store.save_decisions(forced, actor) if len(forced) else 0
+        used = (frame[locked].assign(
+            scan=lambda d: d["stage1_lane"] == "scan",
+            insp=lambda d: d["stage1_lane"].isin(["hold", "red"]))
+            .groupby(keys)[["scan", "insp"]].sum())
+        planned = []
+        # One assign_lanes per group (a handful per batch), each with what locked boxes leave.
+        for key, g in frame[~locked].groupby(keys, sort=True):
+            u = used.loc[key] if key in used.index else None
+            cfg = config if u is None else replace(
+                config, scan_capacity=max(0, config.scan_capacity - int(u["scan"])),
+                inspection_capacity=max(0, config.inspection_capacity - int(u["insp"])))
+            planned.append(assign_lanes(g.sort_values("manifest_id"), cfg))
+        stage1 = pd.concat(planned, ignore_index=True) if planned else frame.iloc[:0].assign(
+            lane=pd.Series(dtype=object), selection=pd.Series(dtype=object), queue_rank=pd.Series(dtype=int))
+        stage1["decision_reasons"] = _decision_reasons(stage1, "lane", "selection", "reasons", config)
+        n += store.save_decisions(stage1, actor)
+        changed = forced["manifest_id"].tolist() + stage1.loc[(stage1["lane"] != stage1["stage1_lane"]) |
+                             (stage1["selection"] != stage1["stage1_selection"]), "manifest_id"].tolist()
+
+        lanes1 = pd.concat([stage1[["manifest_id", *keys, "lane"]],
+                            frame.loc[locked, ["manifest_id", *keys, "stage1_lane"]].rename(
+                                columns={"stage1_lane": "lane"})], ignore_index=True)
+        cand = frame.merge(lanes1[["manifest_id", "lane"]].rename(columns={"lane": "plan_lane"}), on="manifest_id")
+        scanned = cand[(cand["plan_lane"] == "scan") & cand["fused_score"].notna()].sort_values("manifest_id")
+        if len(scanned):
+            stage2 = select_inspections(scanned, config, already_used=lanes1)
+            stage2 = stage2[stage2["outcome"].isna()]  # an inspected container keeps its decision
+            stage2 = stage2.assign(lane2=np.where(stage2["inspect"], "inspect", "cleared"),
+                                   sel2=np.where(stage2["inspect"], stage2["inspect_selection"], "none"))
+            stage2["decision_reasons"] = join_reasons([
+                stage2["lane2"].map({"inspect": "physical inspection after the scan",
+                                     "cleared": "scan cleared within capacity"}),
+                pd.Series(_decision_reasons(stage2, "lane2", "sel2", "scan_reasons", config), index=stage2.index),
+            ])
+            n += store.save_decisions(stage2, actor)
+            changed += stage2.loc[(stage2["lane2"] != stage2["stage2_lane"]) |
+                                  (stage2["sel2"] != stage2["stage2_selection"]), "manifest_id"].tolist()
+        after = store.planning_frame(groups)
+    counts = (after[after["lane"].notna()].groupby([*keys, "lane"]).size().rename("containers").reset_index())
+    return PlanResult(decisions=n, changed_ids=sorted(set(changed)),
+                      lane_counts=counts.to_dict("records"), unscored=unscored)
+
+
+def ingest_manifests(store: Store, scorer: Scorer, raw: pd.DataFrame, config: QueueConfig, *,
+                     actor: str) -> IngestReport:
+    """Validate, store, score and plan one batch of manifests.
+
+    Rejected rows come back in the report with their reasons; the valid rows go on. A missing
+    required column raises :class:`riskengine.schema.SchemaError` (the batch is unusable).
+    An optional ``shift`` column gives the terminal's shift per row.
+    """
+    received = len(raw)
+    res = validate(raw)
+    valid = res.valid
+    if "shift" in raw.columns and len(valid):
+        rows = raw[ROW_COLUMN] if ROW_COLUMN in raw.columns else pd.Series(np.arange(1, received + 1))
+        shift_by_row = pd.Series(raw["shift"].to_numpy(), index=rows.to_numpy())
+        valid = valid.assign(shift=valid[ROW_COLUMN].map(shift_by_row).to_numpy())
+    ids = valid["manifest_id"].astype(str).tolist()
+    before = store.groups_of(ids) if ids else []
+    counts = store.upsert_manifests(valid, actor) if ids else {"inserted": 0, "updated": 0, "unchanged": 0}
+    stale = store.stale_scores(ids) if ids else []
+    if stale:
+        todo = valid[valid["manifest_id"].isin(stale)].reset_index(drop=True)
+        scores = check_scores(scorer(todo), todo["manifest_id"])
+        store.save_scores(scores, "manifest", scorer.version)
+    groups: list[tuple[str, str, str]] = []
+    if ids:
+        # Re-plan the groups holding a new, changed or not yet planned manifest (a re-sent batch
+        # after a crash between scoring and planning gets planned), plus the groups changed rows
+        # came from.
+        state = store.planning_frame(store.groups_of(ids))
+        todo = state["manifest_id"].isin(ids) & (state["manifest_id"].isin(stale) | state["stage1_lane"].isna())
+        wanted = set(map(tuple, state.loc[todo, list(GROUP_KEYS)].astype(str).to_numpy().tolist()))
+        if stale:
+            wanted |= set(before)
+        groups = sorted(wanted)
+    plan = replan(store, groups, config, actor=actor)
+    log.info("ingest: %d received, %d valid, %d rejected, %s, %d scored, %d decisions",
+             received, len(valid), res.n_rejected, counts, len(stale), plan.decisions)
+    return IngestReport(received=received, valid=len(valid), rejected=res.n_rejected,
+                        inserted=counts["inserted"], updated=counts["updated"],
+                        unchanged=counts["unchanged"], scored=len(stale), plan=plan, groups=groups,
+                        rejects=res.rejects, warnings=res.warnings,
+                        changed_ids=sorted(set(stale) | set(plan.changed_ids)))
+
+
+def ingest_scan(store: Store, triager: ScanTriager, scan: Any, manifest_id: str, config: QueueConfig, *,
+                actor: str, image_path: str | None = None, overlay_dir: Path | None = None,
+                scan_id: str | None = None) -> ScanReport:
+    """Triage one scan of a stored, scored manifest, fuse the evidence and re-plan its group.
+
+    Raises :class:`riskengine.store.UnknownManifestError` for an unknown manifest and
+    ``ValueError`` when the manifest has no risk score yet.
+    """
+    from riskengine.commodities import cargo_family
+
+    manifest = store.manifests([manifest_id])
+    group = tuple(manifest.loc[0, ["port", "terminal", "shift"]].astype(str))
+    state = store.planning_frame([group])
+    row = state[state["manifest_id"] == manifest_id]
+    if row.empty or pd.isna(row["risk_score"].iloc[0]):
+        raise ValueError(f"manifest {manifest_id!r} has no risk score yet; ingest it through "
+                         "POST /api/manifests so it is scored before its scan")
+    tri = dict(triager(scan))
+    need = ["concealment_score", "empty_probability", "cargo_class"]
+    missing = [k for k in need if k not in tri]
+    if missing:
+        raise ValueError(f"the scan triage returned {sorted(tri)}; missing {missing}")
+    scan_id = scan_id or uuid.uuid4().hex
+    heatmap = tri.pop("heatmap", None)
+    overlay = None
+    if heatmap is not None and overlay_dir is not None:
+        from scanvision.infer import save_heatmap_overlay
+
+        overlay = str(save_heatmap_overlay(scan, np.asarray(heatmap), Path(overlay_dir) / f"{scan_id}.png"))
+    store.save_scans(pd.DataFrame([{
+        "scan_id": scan_id, "manifest_id": manifest_id, "path": image_path,
+        "kind": getattr(scan, "kind", None), "concealment_score": tri["concealment_score"],
+        "empty_probability": tri["empty_probability"], "cargo_class": tri["cargo_class"],
+        "cargo_class_probability": tri.get("cargo_class_probability"),
+        "class_probabilities": tri.get("class_probabilities"),
+        "estimated_mass_kg": tri.get("estimated_mass_kg"), "heatmap_path": overlay,
+        "model_version": triager.version, "actor": actor,
+    }]))
+    m = manifest.assign(
+        risk_score=float(row["risk_score"].iloc[0]),
+        declared_family=cargo_family(manifest["hs_code"], manifest["goods_description"]).to_numpy(),
+        declared_empty=manifest["goods_description"].astype("string").str.upper()
+        .str.startswith("EMPTY").fillna(False).to_numpy(dtype=bool),
+    )
+    triage_df = pd.DataFrame([{
+        "manifest_id": manifest_id, **{k: tri.get(k) for k in need},
+        "cargo_class_probability": tri.get("cargo_class_probability", np.nan),
+        "estimated_mass_kg": np.nan if tri.get("estimated_mass_kg") is None else tri["estimated_mass_kg"],
+    }])
+    fused = fuse(m, triage_df, calibration=triager.calibration)
+    store.save_scores(fused, "fused", row["model_version"].iloc[0], scan_model_version=triager.version)
+    plan = replan(store, [group], config, actor=actor)
+    now = store.planning_frame([group])
+    cur = now[now["manifest_id"] == manifest_id].iloc[0]
+    f = fused.iloc[0]
+    return ScanReport(
+        scan_id=scan_id, manifest_id=manifest_id, triage=tri,
+        fused={"risk_score": float(f["risk_score"]), "fused_score": float(f["fused_score"]),
+               "image_llr": float(f["image_llr"]), "reasons": str(f["fusion_reasons"])},
+        overlay_path=overlay, plan=plan, group=group,
+        lane=None if pd.isna(cur["lane"]) else str(cur["lane"]),
+        selection=None if pd.isna(cur["selection"]) else str(cur["selection"]),
+    )
