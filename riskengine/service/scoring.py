@@ -251,8 +251,14 @@ class OnnxScanTriager:
         return self._triage
 
     def __call__(self, scan: Any) -> dict[str, Any]:
-        triage = self.load()
-        res = triage.triage([scan])[0]
+        return self.batch([scan])[0]
+
+    def batch(self, scans: list[Any]) -> list[dict[str, Any]]:
+        """Triage several scans in batched ONNX Runtime calls."""
+        return [self._record(res) for res in self.load().triage(list(scans))]
+
+    @staticmethod
+    def _record(res: Any) -> dict[str, Any]:
         probs = res.class_probabilities or {}
         return {
             "concealment_score": res.concealment_score,

@@ -224,58 +224,103 @@ def ingest_scan(store: Store, triager: ScanTriager, scan: Any, manifest_id: str,
     Raises :class:`riskengine.store.UnknownManifestError` for an unknown manifest and
     ``ValueError`` when the manifest has no risk score yet.
     """
+    return ingest_scans(store, triager, [scan], [manifest_id], config, actor=actor,
+                        image_paths=[image_path], overlay_dir=overlay_dir,
+                        scan_ids=[scan_id] if scan_id else None)[0]
+
+
+def _triage_all(triager: ScanTriager, scans: list[Any]) -> list[dict[str, Any]]:
+    batch = getattr(triager, "batch", None)
+    results = list(batch(scans)) if callable(batch) else [triager(s) for s in scans]
+    need = ["concealment_score", "empty_probability", "cargo_class"]
+    for tri in results:
+        missing = [k for k in need if k not in tri]
+        if missing:
+            raise ValueError(f"the scan triage returned {sorted(tri)}; missing {missing}")
+    return [dict(t) for t in results]
+
+
+def ingest_scans(store: Store, triager: ScanTriager, scans: list[Any], manifest_ids: list[str],
+                 config: QueueConfig, *, actor: str, image_paths: list[str | None] | None = None,
+                 overlay_dir: Path | None = None, scan_ids: list[str] | None = None) -> list[ScanReport]:
+    """Triage a batch of scans (one per stored, scored manifest), fuse, and re-plan once per group.
+
+    The scans are triaged together (batched inference when the triager offers ``batch``), saved
+    in one call, fused in one vectorised pass, and each affected (port, terminal, shift) group is
+    re-planned once. Raises :class:`riskengine.store.UnknownManifestError` for an unknown
+    manifest and ``ValueError`` when a manifest has no risk score yet.
+    """
     from riskengine.commodities import cargo_family
 
-    manifest = store.manifests([manifest_id])
-    group = tuple(manifest.loc[0, ["port", "terminal", "shift"]].astype(str))
-    state = store.planning_frame([group])
-    row = state[state["manifest_id"] == manifest_id]
-    if row.empty or pd.isna(row["risk_score"].iloc[0]):
-        raise ValueError(f"manifest {manifest_id!r} has no risk score yet; ingest it through "
-                         "POST /api/manifests so it is scored before its scan")
-    tri = dict(triager(scan))
-    need = ["concealment_score", "empty_probability", "cargo_class"]
-    missing = [k for k in need if k not in tri]
-    if missing:
-        raise ValueError(f"the scan triage returned {sorted(tri)}; missing {missing}")
-    scan_id = scan_id or uuid.uuid4().hex
-    heatmap = tri.pop("heatmap", None)
-    overlay = None
-    if heatmap is not None and overlay_dir is not None:
+    if len(scans) != len(manifest_ids):
+        raise ValueError(f"{len(scans)} scans for {len(manifest_ids)} manifest ids; give one id per scan")
+    if len(set(manifest_ids)) != len(manifest_ids):
+        raise ValueError("one scan per manifest in a batch; the ids repeat")
+    if not scans:
+        return []
+    image_paths = image_paths or [None] * len(scans)
+    scan_ids = scan_ids or [uuid.uuid4().hex for _ in scans]
+    manifest = store.manifests(manifest_ids)
+    manifest = manifest.set_index("manifest_id").loc[manifest_ids].reset_index()
+    keys = list(GROUP_KEYS)
+    groups = sorted(set(map(tuple, manifest[keys].astype(str).to_numpy().tolist())))
+    state = store.planning_frame(groups).set_index("manifest_id")
+    risk = state["risk_score"].reindex(manifest_ids)
+    if risk.isna().any():
+        missing = risk.index[risk.isna()].tolist()
+        raise ValueError(f"manifest(s) {missing[:5]} have no risk score yet; ingest them through "
+                         "POST /api/manifests so they are scored before their scans")
+    results = _triage_all(triager, scans)
+    overlays: list[str | None] = [None] * len(scans)
+    if overlay_dir is not None:
         from scanvision.infer import save_heatmap_overlay
 
-        overlay = str(save_heatmap_overlay(scan, np.asarray(heatmap), Path(overlay_dir) / f"{scan_id}.png"))
-    store.save_scans(pd.DataFrame([{
-        "scan_id": scan_id, "manifest_id": manifest_id, "path": image_path,
-        "kind": getattr(scan, "kind", None), "concealment_score": tri["concealment_score"],
-        "empty_probability": tri["empty_probability"], "cargo_class": tri["cargo_class"],
-        "cargo_class_probability": tri.get("cargo_class_probability"),
-        "class_probabilities": tri.get("class_probabilities"),
-        "estimated_mass_kg": tri.get("estimated_mass_kg"), "heatmap_path": overlay,
-        "model_version": triager.version, "actor": actor,
-    }]))
+        for i, (scan, tri) in enumerate(zip(scans, results, strict=True)):
+            if tri.get("heatmap") is not None:
+                overlays[i] = str(save_heatmap_overlay(scan, np.asarray(tri["heatmap"]),
+                                                       Path(overlay_dir) / f"{scan_ids[i]}.png"))
+    for tri in results:
+        tri.pop("heatmap", None)
+    tri_df = pd.DataFrame(results)
+    for col in ("cargo_class_probability", "class_probabilities", "estimated_mass_kg"):
+        if col not in tri_df.columns:
+            tri_df[col] = None
+    store.save_scans(tri_df.assign(
+        scan_id=scan_ids, manifest_id=manifest_ids, path=image_paths,
+        kind=[getattr(s, "kind", None) for s in scans], heatmap_path=overlays,
+        model_version=triager.version, actor=actor,
+    ))
     m = manifest.assign(
-        risk_score=float(row["risk_score"].iloc[0]),
+        risk_score=risk.to_numpy(dtype=float),
         declared_family=cargo_family(manifest["hs_code"], manifest["goods_description"]).to_numpy(),
         declared_empty=manifest["goods_description"].astype("string").str.upper()
         .str.startswith("EMPTY").fillna(False).to_numpy(dtype=bool),
     )
-    triage_df = pd.DataFrame([{
-        "manifest_id": manifest_id, **{k: tri.get(k) for k in need},
-        "cargo_class_probability": tri.get("cargo_class_probability", np.nan),
-        "estimated_mass_kg": np.nan if tri.get("estimated_mass_kg") is None else tri["estimated_mass_kg"],
-    }])
-    fused = fuse(m, triage_df, calibration=triager.calibration)
-    store.save_scores(fused, "fused", row["model_version"].iloc[0], scan_model_version=triager.version)
-    plan = replan(store, [group], config, actor=actor)
-    now = store.planning_frame([group])
-    cur = now[now["manifest_id"] == manifest_id].iloc[0]
-    f = fused.iloc[0]
-    return ScanReport(
-        scan_id=scan_id, manifest_id=manifest_id, triage=tri,
-        fused={"risk_score": float(f["risk_score"]), "fused_score": float(f["fused_score"]),
-               "image_llr": float(f["image_llr"]), "reasons": str(f["fusion_reasons"])},
-        overlay_path=overlay, plan=plan, group=group,
-        lane=None if pd.isna(cur["lane"]) else str(cur["lane"]),
-        selection=None if pd.isna(cur["selection"]) else str(cur["selection"]),
+    triage_df = tri_df[["concealment_score", "empty_probability", "cargo_class"]].assign(
+        manifest_id=manifest_ids,
+        cargo_class_probability=pd.to_numeric(tri_df["cargo_class_probability"], errors="coerce"),
+        estimated_mass_kg=pd.to_numeric(tri_df["estimated_mass_kg"], errors="coerce"),
     )
+    fused = fuse(m, triage_df, calibration=triager.calibration)
+    versions = state["model_version"].reindex(manifest_ids).to_numpy()
+    for version in pd.unique(versions):
+        part = fused[versions == version]
+        store.save_scores(part, "fused", None if pd.isna(version) else version,
+                          scan_model_version=triager.version)
+    plan = replan(store, groups, config, actor=actor)
+    now = store.planning_frame(groups).set_index("manifest_id")
+    reports = []
+    for i, mid in enumerate(manifest_ids):
+        f = fused.iloc[i]
+        cur = now.loc[mid]
+        group = tuple(str(x) for x in manifest.loc[i, keys])
+        tri = results[i]
+        reports.append(ScanReport(
+            scan_id=scan_ids[i], manifest_id=mid, triage=tri,
+            fused={"risk_score": float(f["risk_score"]), "fused_score": float(f["fused_score"]),
+                   "image_llr": float(f["image_llr"]), "reasons": str(f["fusion_reasons"])},
+            overlay_path=overlays[i], plan=plan, group=group,
+            lane=None if pd.isna(cur["lane"]) else str(cur["lane"]),
+            selection=None if pd.isna(cur["selection"]) else str(cur["selection"]),
+        ))
+    return reports
