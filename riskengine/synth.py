@@ -1696,12 +1696,15 @@ def write_manifests(
     illicit_rate: float = 0.01,
     drift: float = 0.0,
     corrupt_rate: float = 0.0,
+    exclude_last_days: int = 0,
 ) -> dict[str, Any]:
     """Stream generated manifests to a Parquet (one row group per chunk) or CSV file.
 
     Memory stays bounded by the chunk size whatever ``rows`` is. The file appears only when
     complete (written beside it, then renamed). ``progress`` is called with the number of rows
-    of each chunk written. Returns a summary: rows, illicit count and rate, modus-operandi
+    of each chunk written. ``exclude_last_days`` leaves out the arrivals of the last days of the
+    period, so that they can be drawn later as "today" (``generate_manifests(last_days=...)``)
+    from the same world. Returns a summary: rows, illicit count and rate, modus-operandi
     counts, inspections by selection, corrupted rows, seconds and rows per second.
     """
     p = Path(path)
@@ -1711,6 +1714,11 @@ def write_manifests(
     if p.is_dir():
         raise IsADirectoryError(f"--out must be a file path ending in .parquet or .csv, got a directory: {p}")
     p.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(exclude_last_days, bool) or not isinstance(exclude_last_days, (int, np.integer)) \
+            or not 0 <= exclude_last_days < cfg.days:
+        raise ValueError(f"exclude_last_days must be a whole number from 0 to days - 1 ({cfg.days - 1}), "
+                         f"got {exclude_last_days!r}")
+    cutoff = (pd.Timestamp(cfg.start) + pd.Timedelta(days=cfg.days - exclude_last_days)) if exclude_last_days else None
     tmp = p.with_name(f".{p.name}.part")
     t0 = time.perf_counter()
     mo_counts = dict.fromkeys(MODUS_OPERANDI[1:], 0)
@@ -1720,6 +1728,10 @@ def write_manifests(
     sink = None
     try:
         for table in _prefetch(_iter_tables(cfg, chunk_rows)):
+            if cutoff is not None:
+                table = table.filter(pc.less(table["arrival_date"], pa.scalar(cutoff, type=table["arrival_date"].type)))
+                if table.num_rows == 0:
+                    continue
             illicit += int(pc.sum(table["is_illicit"]).as_py() or 0)
             corrupt += int(pc.sum(table["_corrupt"]).as_py() or 0)
             for row in pc.value_counts(table["modus_operandi"]).to_pylist():

@@ -361,3 +361,16 @@ def test_last_days_gives_exactly_the_tail_of_the_full_period():
     pd.testing.assert_frame_equal(a, b)
     with pytest.raises(ValueError, match="last_days must be"):
         generate_manifests(1000, seed=5, days=3, last_days=4)
+
+
+def test_exclude_last_days_and_last_days_split_one_world(tmp_path):
+    path = tmp_path / "history.parquet"
+    summary = write_manifests(path, 20_000, seed=3, days=10, exclude_last_days=1)
+    history = pd.read_parquet(path)
+    today = generate_manifests(20_000, seed=3, days=10, last_days=1)
+    assert summary["rows"] == len(history)
+    assert len(history) + len(today) == 20_000
+    assert history["arrival_date"].max() < today["arrival_date"].min()
+    assert not set(history["manifest_id"]) & set(today["manifest_id"])
+    # the same parties trade in both: today's consignees were mostly seen in the history
+    assert today["consignee"].isin(history["consignee"]).mean() > 0.9

@@ -32,10 +32,13 @@ from riskengine.cli._common import console, print_json
                    "bad date, missing consignee, bad HS code, duplicate id), for validation demos.")
 @click.option("--chunk-rows", type=int, default=250_000, show_default=True,
               help="Rows generated and written per chunk; bounds memory.")
+@click.option("--exclude-last-days", type=int, default=0, show_default=True,
+              help="Leave out the arrivals of the last N days of the period (they stay 'the future': "
+                   "`riskengine demo` draws its day from the same world).")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON summary instead of tables.")
 def generate_manifests_command(
     rows: int, out: str, seed: int, start: str, days: int, port: str, illicit_rate: float,
-    drift: float, corrupt_rate: float, chunk_rows: int, json_out: bool,
+    drift: float, corrupt_rate: float, chunk_rows: int, exclude_last_days: int, json_out: bool,
 ) -> None:
     """Generate synthetic container manifests with ground truth for training and demos.
 
@@ -52,7 +55,7 @@ def generate_manifests_command(
         summary = write_manifests(
             Path(out), rows, chunk_rows=chunk_rows, progress=lambda k: bar.advance(task, k),
             seed=seed, start=start, days=days, port=port, illicit_rate=illicit_rate, drift=drift,
-            corrupt_rate=corrupt_rate,
+            corrupt_rate=corrupt_rate, exclude_last_days=exclude_last_days,
         )
     if json_out:
         print_json(summary)
