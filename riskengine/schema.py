@@ -141,7 +141,10 @@ class ValidationResult:
         """The most frequent reject reasons (by column and reason class) with counts."""
         if self.rejects.empty:
             return pd.DataFrame(columns=["column", "reason", "rows"])
-        reason_class = self.rejects["reject_reason"].str.replace(r"'[^']*'", "'…'", regex=True)
+        reason_class = (self.rejects["reject_reason"].astype(str)
+                        .str.replace(r"'[^']*'", "'…'", regex=True)
+                        .str.replace(r"^(\w+) -?\d[\d.,eE+-]*", r"\1 …", regex=True)
+                        .str.replace(r"row \d+", "row …", regex=True))
         counts = (
             pd.DataFrame({"column": self.rejects["reject_column"], "reason": reason_class})
             .value_counts()
@@ -453,6 +456,11 @@ class _Problems:
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
+        if isinstance(reason, _Lazy):
+            idx = np.flatnonzero(mask)
+            full = np.empty(self.n, dtype=object)
+            full[idx] = reason.at(idx)
+            reason = full
         reasons = reason if isinstance(reason, str) else np.asarray(reason, dtype=object)
         new = mask & (self.first_reason == None)  # noqa: E711 - elementwise on object array
         self.first_col[new] = column
@@ -477,15 +485,52 @@ class _Problems:
         return ["; ".join(p) for p in parts]
 
 
-def _clean_str(s: pd.Series) -> pd.Series:
+def _as_string(s: pd.Series) -> pd.Series:
+    """As pandas' NA-aware Arrow string dtype; Arrow-backed input converts without a copy."""
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        if s.dtype.na_value is pd.NA:
+            return s
+        import pyarrow as pa
+
+        return pd.Series(pd.array(pa.array(s), dtype="string"), index=s.index)
     if isinstance(s.dtype, pd.CategoricalDtype):
         s = s.astype(object)
-    out = s.astype("string").str.strip()
+    return s.astype("string")
+
+
+def _clean_str(s: pd.Series) -> pd.Series:
+    out = _as_string(s).str.strip()
     return out.mask(out == "", pd.NA)
 
 
 def _quote(s: pd.Series) -> pd.Series:
-    return "'" + s.fillna("").astype(str).str.slice(0, 60) + "'"
+    return "'" + s.astype(object).where(s.notna(), "").astype(str).str.slice(0, 60) + "'"
+
+
+class _Lazy:
+    """A reason text built only for the rows that need it: prefix + 'value' + suffix."""
+
+    def __init__(self, prefix: str, values: pd.Series, suffix: str, *, quote: bool = True,
+                 tail: pd.Series | None = None, tail_suffix: str = "") -> None:
+        self.prefix, self.values, self.suffix, self.quote = prefix, values, suffix, quote
+        self.tail, self.tail_suffix = tail, tail_suffix
+
+    def at(self, idx: np.ndarray) -> np.ndarray:
+        v = self.values.iloc[idx].reset_index(drop=True)
+        txt = _quote(v) if self.quote else v.astype(object).astype(str)
+        out = self.prefix + txt + self.suffix
+        if self.tail is not None:
+            out = out + self.tail.iloc[idx].reset_index(drop=True).astype(object).astype(str) + self.tail_suffix
+        return out.to_numpy(dtype=object)
+
+
+def _re_replace(s: pd.Series, pattern: str, replacement: str) -> pd.Series:
+    """Regex replace on Arrow strings without pandas' per-element Python fallback."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pc.replace_substring_regex(pa.array(_as_string(s)), pattern, replacement)
+    return pd.Series(pd.array(arr, dtype="string"), index=s.index)
 
 
 def validate(df: pd.DataFrame, *, strict_columns: bool = True) -> ValidationResult:
@@ -529,7 +574,8 @@ def validate(df: pd.DataFrame, *, strict_columns: bool = True) -> ValidationResu
             out[col.name] = pd.Series(pd.NA, index=raw.index, dtype="string")
             continue
         s = raw[col.name]
-        if col.name == "transshipment_ports" and s.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
+        if col.name == "transshipment_ports" and s.dtype == object \
+                and s.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
             s = s.map(lambda v: ";".join(v) if isinstance(v, (list, tuple, np.ndarray)) else v)
         s = _clean_str(s)
         if col.name in upper_cols:
@@ -544,56 +590,56 @@ def validate(df: pd.DataFrame, *, strict_columns: bool = True) -> ValidationResu
     desc = out["goods_description"].str.upper()
     is_empty = desc.str.startswith("EMPTY").fillna(False).to_numpy(dtype=bool)
 
-    cid = out["container_id"].str.replace(r"[\s-]", "", regex=True)
+    cid = _re_replace(out["container_id"], r"[\s-]", "")
     out["container_id"] = cid
     present = cid.notna().to_numpy()
     bad_cid = present & ~iso6346_valid(cid).to_numpy()
     prob.add(bad_cid, "container_id",
-             "container_id " + _quote(cid) + " is not an ISO 6346 number with a valid check digit (e.g. CSQU3054383)")
+             _Lazy("container_id ", cid, " is not an ISO 6346 number with a valid check digit (e.g. CSQU3054383)"))
 
     ctype = out["container_type"]
     bad_type = ctype.notna().to_numpy() & ~ctype.str.fullmatch(r"[1-9ABCDEFGHKLMNP][0-9A-Z][A-Z][0-9A-Z]").fillna(False).to_numpy(dtype=bool)
     prob.add(bad_type, "container_type",
-             "container_type " + _quote(ctype) + " is not an ISO 6346 size/type code (e.g. 22G1, 45R1)")
+             _Lazy("container_type ", ctype, " is not an ISO 6346 size/type code (e.g. 22G1, 45R1)"))
 
-    imo = out["vessel_imo"].str.replace(r"^IMO\s*", "", regex=True)
+    imo = _re_replace(out["vessel_imo"], r"^IMO\s*", "")
     out["vessel_imo"] = imo
     imo_fmt = imo.str.fullmatch(r"\d{7}").fillna(False).to_numpy(dtype=bool)
     prob.add(imo.notna().to_numpy() & ~imo_fmt, "vessel_imo",
-             "vessel_imo " + _quote(imo) + " is not a 7-digit IMO number")
+             _Lazy("vessel_imo ", imo, " is not a 7-digit IMO number"))
     imo_warn = imo_fmt & ~imo_valid(imo).to_numpy()
 
     country = out["origin_country"]
     prob.add(country.notna().to_numpy() & ~country.isin(ISO_COUNTRIES).to_numpy(), "origin_country",
-             "origin_country " + _quote(country) + " is not an ISO 3166 alpha-2 country code")
+             _Lazy("origin_country ", country, " is not an ISO 3166 alpha-2 country code"))
 
     for col in ("port_of_loading", "port_of_discharge"):
         s = out[col]
         ok = s.str.fullmatch(_LOCODE).fillna(False).to_numpy(dtype=bool) & s.str.slice(0, 2).isin(ISO_COUNTRIES).to_numpy()
-        prob.add(s.notna().to_numpy() & ~ok, col, col + " " + _quote(s) + " is not a UN/LOCODE (e.g. NLRTM)")
+        prob.add(s.notna().to_numpy() & ~ok, col, _Lazy(col + " ", s, " is not a UN/LOCODE (e.g. NLRTM)"))
 
-    ts = out["transshipment_ports"].str.replace(r"[\s,|]+", ";", regex=True).str.strip(";")
+    ts = _re_replace(out["transshipment_ports"], r"[\s,|]+", ";").str.strip(";")
     ts = ts.mask(ts == "", pd.NA)
     ok_ts = ts.isna().to_numpy() | ts.str.fullmatch(rf"{_LOCODE}(;{_LOCODE})*").fillna(False).to_numpy(dtype=bool)
     prob.add(~ok_ts, "transshipment_ports",
-             "transshipment_ports " + _quote(ts) + " must be UN/LOCODEs separated by ';'")
+             _Lazy("transshipment_ports ", ts, " must be UN/LOCODEs separated by ';'"))
     out["transshipment_ports"] = ts.fillna("")
 
-    hs = out["hs_code"].str.replace(r"[.\s]", "", regex=True)
+    hs = _re_replace(out["hs_code"], r"[.\s]", "")
     hs_ok = hs.str.fullmatch(r"\d{6,10}").fillna(False).to_numpy(dtype=bool)
     hs_missing = hs.isna().to_numpy()
     prob.add(hs_missing & ~is_empty, "hs_code", "hs_code is missing (required unless the container is declared empty)")
-    prob.add(~hs_missing & ~hs_ok, "hs_code", "hs_code " + _quote(hs) + " must be 6 to 10 digits")
+    prob.add(~hs_missing & ~hs_ok, "hs_code", _Lazy("hs_code ", hs, " must be 6 to 10 digits"))
     out["hs_code"] = hs.fillna("")
 
     cur = out["currency"]
     prob.add(cur.notna().to_numpy() & ~cur.str.fullmatch(r"[A-Z]{3}").fillna(False).to_numpy(dtype=bool),
-             "currency", "currency " + _quote(cur) + " is not an ISO 4217 code (e.g. EUR, USD)")
+             "currency", _Lazy("currency ", cur, " is not an ISO 4217 code (e.g. EUR, USD)"))
 
-    fp = out["freight_payment"].str.lower().str.replace(r"[\s-]+", "_", regex=True)
+    fp = _re_replace(out["freight_payment"].str.lower(), r"[\s-]+", "_")
     fp = fp.replace({"pre_paid": "prepaid", "thirdparty": "third_party", "3rd_party": "third_party"})
     prob.add(fp.notna().to_numpy() & ~fp.isin(FREIGHT_PAYMENTS).to_numpy(), "freight_payment",
-             "freight_payment " + _quote(fp) + f" must be one of {list(FREIGHT_PAYMENTS)}")
+             _Lazy("freight_payment ", fp, f" must be one of {list(FREIGHT_PAYMENTS)}"))
     out["freight_payment"] = fp
 
     # ---- numbers -------------------------------------------------------------------------
@@ -607,22 +653,22 @@ def validate(df: pd.DataFrame, *, strict_columns: bool = True) -> ValidationResu
         num = pd.to_numeric(s, errors="coerce").astype("float64")
         given = s.notna().to_numpy()
         not_number = given & num.isna().to_numpy()
-        prob.add(not_number, col.name, col.name + " " + _quote(s.astype("string")) + " is not a number")
+        prob.add(not_number, col.name, _Lazy(col.name + " ", s, " is not a number"))
         if col.required:
             prob.add(~given, col.name, f"{col.name} is missing (required)")
         v = num.to_numpy()
         prob.add(np.isinf(v), col.name, f"{col.name} is infinite")
         prob.add(np.nan_to_num(v, nan=0.0, posinf=0, neginf=0) < 0, col.name,
-                 col.name + " " + num.astype(str) + " is negative")
+                 _Lazy(col.name + " ", num, " is negative", quote=False))
         out[col.name] = num
 
     pk = out["packages"].to_numpy()
     frac = np.isfinite(pk) & (pk != np.floor(np.nan_to_num(pk)))
-    prob.add(frac, "packages", "packages " + out["packages"].astype(str) + " is not a whole number")
+    prob.add(frac, "packages", _Lazy("packages ", out["packages"], " is not a whole number", quote=False))
     out["packages"] = pd.array(np.where(np.isfinite(pk), np.round(np.nan_to_num(pk)), np.nan), dtype="Float64").astype("Int64")
     for col in ("gross_weight_kg", "vgm_kg"):
         v = out[col].to_numpy()
-        prob.add(v > MAX_WEIGHT_KG, col, f"{col} " + out[col].astype(str) + f" kg exceeds {MAX_WEIGHT_KG:,.0f} kg")
+        prob.add(v > MAX_WEIGHT_KG, col, _Lazy(f"{col} ", out[col], f" kg exceeds {MAX_WEIGHT_KG:,.0f} kg", quote=False))
     gw = out["gross_weight_kg"].to_numpy()
     prob.add((gw == 0) & ~is_empty, "gross_weight_kg", "gross_weight_kg is 0 for a container not declared empty")
     prob.add(out["vgm_kg"].to_numpy() == 0, "vgm_kg", "vgm_kg is 0 (the verified gross mass includes the tare)")
@@ -633,8 +679,8 @@ def validate(df: pd.DataFrame, *, strict_columns: bool = True) -> ValidationResu
             out[col.name] = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
             continue
         parsed, bad = _parse_datetime(raw[col.name])
-        prob.add(bad, col.name, col.name + " " + _quote(raw[col.name].astype("string")) +
-                 " is not a date/time (use ISO 8601, e.g. 2026-03-01T14:30:00Z)")
+        prob.add(bad, col.name, _Lazy(col.name + " ", raw[col.name],
+                       " is not a date/time (use ISO 8601, e.g. 2026-03-01T14:30:00Z)"))
         if col.required:
             prob.add(parsed.isna().to_numpy() & ~bad, col.name, f"{col.name} is missing (required)")
         out[col.name] = parsed.dt.normalize() if col.kind == "date" else parsed
@@ -647,7 +693,7 @@ def validate(df: pd.DataFrame, *, strict_columns: bool = True) -> ValidationResu
         if col.kind == "flag":
             num = pd.to_numeric(_clean_str(s) if s.dtype == object or pd.api.types.is_string_dtype(s.dtype) else s, errors="coerce")
             bad = s.notna().to_numpy() & ~num.isin([0, 1]).to_numpy()
-            prob.add(bad, col.name, col.name + " " + _quote(s.astype("string")) + " must be 0 or 1")
+            prob.add(bad, col.name, _Lazy(col.name + " ", s, " must be 0 or 1"))
             out[col.name] = num.fillna(0).clip(0, 1).astype(np.int8)
         elif col.kind == "float":
             out[col.name] = pd.to_numeric(s, errors="coerce").astype("float64")
@@ -666,7 +712,7 @@ def validate(df: pd.DataFrame, *, strict_columns: bool = True) -> ValidationResu
         first_row = pd.Series(rows[candidates], index=mid[candidates].to_numpy()).groupby(level=0).first()
         first_of = mid.map(first_row).astype("Int64").astype(str)
         prob.add(dup, "manifest_id",
-                 "duplicate manifest_id " + _quote(mid) + " (first seen at row " + first_of + ")")
+                 _Lazy("duplicate manifest_id ", mid, " (first seen at row ", tail=first_of, tail_suffix=")"))
 
     rejected = prob.rejected
     valid = out.loc[~rejected].reset_index(drop=True)
