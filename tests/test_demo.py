@@ -1,0 +1,64 @@
+"""The main job end to end on a small day (shipped models, a handful of scans)."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from riskengine.cli import main
+from riskengine.demo import MODELS_DIR, DemoConfig, arrival_shift, run_demo
+
+needs_models = pytest.mark.skipif(
+    not (MODELS_DIR / "manifest" / "model.txt").is_file() or not (MODELS_DIR / "scanvision" / "model.onnx").is_file(),
+    reason="shipped models missing (run `make models`)",
+)
+
+
+def test_demo_help():
+    res = CliRunner().invoke(main, ["demo", "--help"])
+    assert res.exit_code == 0
+    assert "--serve" in res.output and "--scan-capacity" in res.output
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "o"), "--model-dir", str(tmp_path / "none")])
+    assert res.exit_code == 1
+    assert "FileNotFoundError: the manifest model is missing" in res.output
+    assert "make models" in res.output
+
+
+def test_shifts_follow_the_vessel():
+    day = pd.DataFrame({
+        "vessel_imo": ["9074729", "9074729", "9321483"], "voyage": ["1N", "1N", "7S"],
+        "arrival_date": pd.to_datetime(["2027-01-31"] * 3),
+    })
+    s = arrival_shift(day)
+    assert s.iloc[0] == s.iloc[1]
+    assert s.str.match(r"2027-01-3[01]/S[123]").all()
+
+
+@pytest.mark.slow
+@needs_models
+def test_demo_runs_end_to_end_on_a_small_day(tmp_path):
+    cfg = DemoConfig(out_dir=tmp_path / "demo", scan_capacity=2, inspection_capacity=2, max_scans=6)
+    res = run_demo(cfg)
+    # nothing lost: every received manifest is either stored (valid) or quarantined
+    assert res.valid + res.rejected == res.received > 4000
+    assert res.rejected > 0 and res.quarantine is not None and res.quarantine.is_file()
+    assert len(pd.read_csv(res.quarantine)) == res.rejected
+    assert len(res.queue) == res.valid
+    lanes = res.queue["lane"].value_counts()
+    # capacities respected in every terminal/shift group
+    per_group = res.queue.groupby(["terminal", "shift"])["lane"].value_counts().unstack(fill_value=0)
+    physical = sum(per_group.get(k, 0) for k in ("hold", "red", "inspect"))
+    assert (physical <= 2).all()
+    assert res.scans == 6 and lanes.get("inspect", 0) + lanes.get("cleared", 0) == 6
+    assert res.report.is_file() and "Top of the queue" in res.report.read_text()
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["received"] == res.received
+    assert Path(summary["db_url"].removeprefix("sqlite:///")).is_file()
+    # the scanned containers carry fused reasons an officer reads
+    scanned = res.queue[res.queue["lane"].isin(["inspect", "cleared"])]
+    assert scanned["reasons"].str.contains("scan concealment score").all()
