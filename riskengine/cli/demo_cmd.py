@@ -90,15 +90,15 @@ def _print_tables(res, top: int) -> None:
         t.add_row(term, shift, *[f"{int(row[c]):,}" for c in order])
     console.print(t)
 
-    q = Table(title="Top of the queue")
-    for col in ("#", "manifest", "terminal", "lane", "selection", "risk", "fused", "reasons"):
-        q.add_column(col, overflow="fold")
+    console.print(f"[bold]Top of the queue[/] ({len(res.queue):,} containers)")
     for i, r in enumerate(res.queue.head(top).to_dict("records")):
         fused = r.get("fused_score")
-        q.add_row(str(i + 1), str(r["manifest_id"]), str(r["terminal"]), str(r["lane"]), str(r.get("selection") or ""),
-                  f"{float(r['risk_score']):.3f}", "" if fused is None or fused != fused else f"{float(fused):.3f}",
-                  str(r.get("reasons") or "")[:220])
-    console.print(q)
+        score = f"risk {float(r['risk_score']):.3f}" + (
+            "" if fused is None or fused != fused else f" → fused {float(fused):.3f}")
+        reasons = " | ".join(dict.fromkeys(str(r.get("reasons") or "").split(" | ")))
+        console.print(f"{i + 1:>3}. {r['manifest_id']}  {r['terminal']}  {r['shift']}  "
+                      f"[bold]{r['lane']}[/] ({r.get('selection') or ''})  {score}\n"
+                      f"     {reasons[:300]}", highlight=False)
     g = res.truth
     console.print(
         f"Ground truth (generated, hidden from the engine): {g['illicit']} illicit containers; "
