@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from riskengine.commodities import TARE_KG
+from riskengine.schema import regex_replace
 
 log = logging.getLogger(__name__)
 
@@ -217,17 +218,17 @@ def _cumcount(codes: np.ndarray) -> np.ndarray:
 
 def _party_key(s: pd.Series) -> pd.Series:
     """Normalised party name for matching: upper case, single spaces; blank -> NaN."""
-    key = s.str.upper().str.strip().str.replace(r"\s+", " ", regex=True)
+    key = regex_replace(s.str.upper().str.strip(), r"\s+", " ")
     return key.mask(key == "")
 
 
 def _hs_digits(df: pd.DataFrame) -> pd.Series:
-    return _text(df, "hs_code").str.replace(r"\D", "", regex=True)
+    return regex_replace(_text(df, "hs_code"), r"\D", "")
 
 
 def _hs_prefix(df: pd.DataFrame, n: int) -> pd.Series:
     def prefix(text: pd.Series) -> pd.Series:
-        digits = text.str.replace(r"\D", "", regex=True)
+        digits = regex_replace(text, r"\D", "")
         return digits.str.slice(0, n).where(digits.str.len() >= n)
     return _text_on_distinct(df, "hs_code", prefix)
 
@@ -256,7 +257,7 @@ def _route(df: pd.DataFrame, ctx: _Context) -> pd.Series:
     pol = _text_on_distinct(df, "port_of_loading", lambda t: t.str.strip())
     pod = _text_on_distinct(df, "port_of_discharge", lambda t: t.str.strip())
     ts = _text_on_distinct(df, "transshipment_ports", lambda t: (
-        t.str.replace(r"\s+", "", regex=True).str.replace(r";+", ";", regex=True).str.strip(";")
+        regex_replace(regex_replace(t, r"\s+", ""), r";+", ";").str.strip(";")
         .str.replace(";", ">", regex=False)))
     via = (">" + ts).where(ts != "", "")
     route = pol + via + ">" + pod
@@ -319,7 +320,7 @@ def _freight_to_value_ratio(df: pd.DataFrame, ctx: _Context) -> np.ndarray:
 
 
 def _seal_key(s: pd.Series) -> pd.Series:
-    key = s.str.upper().str.replace(r"[\s\-_./]", "", regex=True)
+    key = regex_replace(s.str.upper(), r"[\s\-_./]", "")
     return key.mask(key == "")
 
 
@@ -408,11 +409,10 @@ def _consignee_new_commodity(df: pd.DataFrame, ctx: _Context) -> np.ndarray:
 
 def _vague_description(df: pd.DataFrame, ctx: _Context) -> np.ndarray:
     raw = _text(df, "goods_description")
-    up = raw.str.upper().str.replace(r"[.']", "", regex=True)
-    up = up.str.replace(r"[^A-ZÀ-ÖØ-Þ]+", " ", regex=True)
+    up = regex_replace(raw.str.upper(), r"[.']", "")
+    up = regex_replace(up, r"[^A-ZÀ-ÖØ-Þ]+", " ")
     catch_all = _flag(up.str.contains(_CATCH_ALL, regex=True))
-    rest = (up.str.replace(_FILLER, " ", regex=True).str.replace(_GENERIC, " ", regex=True)
-            .str.replace(r"\s+", "", regex=True))
+    rest = regex_replace(regex_replace(regex_replace(up, _FILLER, " "), _GENERIC, " "), r"\s+", "")
     too_short = _flag(rest.str.len() < _MIN_DESCRIPTION_LETTERS)
     return (catch_all | too_short) & raw.notna().to_numpy()
 

@@ -524,13 +524,21 @@ class _Lazy:
         return out.to_numpy(dtype=object)
 
 
-def _re_replace(s: pd.Series, pattern: str, replacement: str) -> pd.Series:
-    """Regex replace on Arrow strings without pandas' per-element Python fallback."""
+def regex_replace(s: pd.Series, pattern: str, replacement: str) -> pd.Series:
+    """``s.str.replace(pattern, replacement, regex=True)`` in Arrow (RE2), keeping the dtype.
+
+    pandas falls back to a Python loop per element for regex replacement; this runs in
+    Arrow's compute kernels instead (RE2 syntax: no look-arounds or back-references).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     arr = pc.replace_substring_regex(pa.array(_as_string(s)), pattern, replacement)
-    return pd.Series(pd.array(arr, dtype="string"), index=s.index)
+    dtype = s.dtype if isinstance(s.dtype, pd.StringDtype) else "string"
+    return pd.Series(pd.array(arr, dtype=dtype), index=s.index, name=s.name)
+
+
+_re_replace = regex_replace
 
 
 def validate(df: pd.DataFrame, *, strict_columns: bool = True) -> ValidationResult:
