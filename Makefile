@@ -56,6 +56,9 @@ models-scan: $(STAMP_DEV)
 
 bench: $(STAMP_DEV)
 	$(PY) benchmarks/generate_manifests.py
+	$(PY) benchmarks/manifest_scoring.py --model models/manifest --rows 100000 --repeat 3 --out benchmarks/results/manifest_scoring.json
+	$(PY) benchmarks/scanner.py
+	$(PY) benchmarks/rescore_10m.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info demo_out
