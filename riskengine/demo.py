@@ -209,6 +209,12 @@ def _full_queue(store: Any, port: str) -> pd.DataFrame:
     q["lane_order"] = q["lane"].map({k: i for i, k in enumerate(LANE_ORDER)}).fillna(len(LANE_ORDER))
     score = q["fused_score"].fillna(q["risk_score"]) if "fused_score" in q.columns else q["risk_score"]
     q["score"] = score
+    # What an officer reads: the decision and, after a scan, the manifest's own reasons too.
+    from riskengine.fusion import join_reasons
+
+    decision = q["decision_reasons"] if "decision_reasons" in q.columns else q["reasons"]
+    scanned = q["lane"].isin(["inspect", "cleared"])
+    q["why"] = join_reasons([decision.fillna(""), q["reasons"].fillna("").where(scanned, "")])
     return q.sort_values(["lane_order", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
@@ -327,7 +333,7 @@ def write_report(res: DemoResult, truth: pd.DataFrame, *, n_scans: int = 12) -> 
         scan_cards.append(
             f'<div class="card"><h4>{html.escape(str(r["manifest_id"]))} — {html.escape(str(r["lane"]))} '
             f'— fused {float(r.get("fused_score") or 0):.3f} <small>(ground truth: {truth_txt})</small></h4>'
-            f'{img}<p>{html.escape(str(r.get("reasons") or ""))}</p></div>')
+            f'{img}<p>{html.escape(str(r.get("why") or ""))}</p></div>')
 
     top = q.head(40)
     def fmt(v: Any) -> str:
@@ -338,7 +344,7 @@ def write_report(res: DemoResult, truth: pd.DataFrame, *, n_scans: int = 12) -> 
         f'<td>{html.escape(str(r["terminal"]))}</td><td>{html.escape(str(r["shift"]))}</td>'
         f'<td>{html.escape(str(r["lane"]))}</td><td>{html.escape(str(r.get("selection") or ""))}</td>'
         f'<td>{fmt(r["risk_score"])}</td><td>{fmt(r.get("fused_score"))}</td>'
-        f'<td>{html.escape(str(r.get("reasons") or ""))}</td></tr>'
+        f'<td>{html.escape(str(r.get("why") or ""))}</td></tr>'
         for i, r in enumerate(top.to_dict("records")))
     ind_rows = "\n".join(
         f"<tr><td>{html.escape(str(r['indicator']))}</td><td>{r['hits']:,}</td><td>{r['hit_rate']:.1%}</td>"

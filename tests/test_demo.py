@@ -61,4 +61,5 @@ def test_demo_runs_end_to_end_on_a_small_day(tmp_path):
     assert Path(summary["db_url"].removeprefix("sqlite:///")).is_file()
     # the scanned containers carry fused reasons an officer reads
     scanned = res.queue[res.queue["lane"].isin(["inspect", "cleared"])]
-    assert scanned["reasons"].str.contains("scan concealment score").all()
+    assert scanned["scan_reasons"].str.contains("scan concealment score").all()
+    assert scanned["why"].str.contains("scan concealment score").all()

@@ -95,7 +95,7 @@ def _print_tables(res, top: int) -> None:
         fused = r.get("fused_score")
         score = f"risk {float(r['risk_score']):.3f}" + (
             "" if fused is None or fused != fused else f" → fused {float(fused):.3f}")
-        reasons = " | ".join(dict.fromkeys(str(r.get("reasons") or "").split(" | ")))
+        reasons = " | ".join(dict.fromkeys(str(r.get("why") or "").split(" | ")))
         console.print(f"{i + 1:>3}. {r['manifest_id']}  {r['terminal']}  {r['shift']}  "
                       f"[bold]{r['lane']}[/] ({r.get('selection') or ''})  {score}\n"
                       f"     {reasons[:300]}", highlight=False)
