@@ -311,8 +311,9 @@ def write_report(res: DemoResult, truth: pd.DataFrame, *, n_scans: int = 12) -> 
     axes[1].bar(lanes.index, lanes.to_numpy(), color=[colours[k] for k in lanes.index])
     axes[1].set_yscale("log")
     axes[1].set_title("Containers per lane")
+    axes[1].set_ylim(bottom=0.8)
     for i, v in enumerate(lanes.to_numpy()):
-        axes[1].text(i, max(v, 1), f"{int(v):,}", ha="center", va="bottom", fontsize=8)
+        axes[1].text(i, max(v, 0.9), f"{int(v):,}", ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
     fig.savefig(fig_dir / "scores_and_lanes.png", dpi=110)
     plt.close(fig)
