@@ -95,7 +95,7 @@ def _print_tables(res, top: int) -> None:
         fused = r.get("fused_score")
         score = f"risk {float(r['risk_score']):.3f}" + (
             "" if fused is None or fused != fused else f" → fused {float(fused):.3f}")
-        reasons = " | ".join(dict.fromkeys(str(r.get("why") or "").split(" | ")))
+        reasons = " | ".join(_distinct(str(r.get("why") or "").split(" | ")))
         console.print(f"{i + 1:>3}. {r['manifest_id']}  {r['terminal']}  {r['shift']}  "
                       f"[bold]{r['lane']}[/] ({r.get('selection') or ''})  {score}\n"
                       f"     {reasons[:300]}", highlight=False)
@@ -106,3 +106,17 @@ def _print_tables(res, top: int) -> None:
         f"(hit rate {g['hit_rate']:.1%}; random inspections would find {g['random_inspection_expected_found']}, "
         f"lift {g['lift_over_random']}×); {res.rejected} manifests quarantined"
         + (f" → {res.quarantine}" if res.quarantine else ""), highlight=False)
+
+
+def _distinct(parts: list[str]) -> list[str]:
+    """Drop reasons that say again what an earlier one said (the same text under another label)."""
+    import re
+
+    seen: list[str] = []
+    out = []
+    for part in parts:
+        core = re.sub(r"^(mandatory: |indicator [\w-]+: )", "", part).strip().lower()
+        if core and not any(core in s for s in seen):
+            seen.append(core)
+            out.append(part)
+    return out
