@@ -154,7 +154,10 @@ def test_shipped_model_flags_a_concealment_and_clears_a_clean_scan(scan_files):
                                     str(scan_files["hidden"]), str(scan_files["jpg"])])
     assert res.exit_code == 0, res.output
     clean, hidden, jpg = _lines(res.output)
-    assert hidden["concealment_score"] > 0.5 > clean["concealment_score"]
+    # the operating points of the card: alarm at 1 % false alarms, clear below the 5 % one
+    at_far = json.loads((default_model_dir() / "config.json").read_text())["metrics"]["test"]["raw"]["at_far"]
+    assert hidden["concealment_score"] > at_far["0.01"]["threshold"]
+    assert clean["concealment_score"] < at_far["0.05"]["threshold"]
     # 8-bit display images of clean cargo score higher than raw scans (a known limit, in the model
     # card); they must still rank well below a real concealment.
     assert jpg["concealment_score"] < hidden["concealment_score"] - 0.3
