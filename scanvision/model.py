@@ -36,20 +36,12 @@ from torch import nn
 from torchvision.models import mobilenet_v3_small
 from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
 
+from riskengine.commodities import CARGO_FAMILIES
+
 logger = logging.getLogger(__name__)
 
 #: Cargo families shared with the manifest side (exact strings, fixed order = class index).
-CARGO_CLASSES: tuple[str, ...] = (
-    "fruit",
-    "frozen_meat",
-    "sacks",
-    "tyres",
-    "machinery",
-    "bottles_drums",
-    "textiles",
-    "general",
-    "empty",
-)
+CARGO_CLASSES: tuple[str, ...] = CARGO_FAMILIES
 
 #: ONNX input / output names; the inference side reads them from the sidecar.
 INPUT_NAMES: tuple[str, ...] = ("image", "width")

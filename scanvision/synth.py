@@ -36,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from riskengine.commodities import CARGO_FAMILIES
 from scanvision.io import (
     DISPLAY_GAMMA,
     DISPLAY_LOG_RANGE,
@@ -48,18 +49,7 @@ logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "1.0"
 
-#: Cargo families shared with the manifest side (exact strings).
-CARGO_FAMILIES = (
-    "fruit",
-    "frozen_meat",
-    "sacks",
-    "tyres",
-    "machinery",
-    "bottles_drums",
-    "textiles",
-    "general",
-    "empty",
-)
+#: Cargo families shared with the manifest side (exact strings, fixed order = class index).
 THREAT_TYPES = ("drugs", "cigarettes", "weapon")
 THREAT_LOCATIONS = ("cargo", "doors", "reefer_unit", "walls", "floor", "roof")
 SIZES = ("20ft", "40ft")
