@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "riskengine.cli.bench_cmd",
     "riskengine.cli.rescore_cmd",
     "riskengine.cli.demo_cmd",
+    "riskengine.cli.tokens_cmd",
+    "riskengine.cli.ingest_cmd",
 )
 
 
