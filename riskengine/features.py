@@ -534,6 +534,7 @@ class FeatureBuilder:
         compacted_until = self.compacted_until_day_
         if compact and cutoff is not None:
             compacted_until = float(cutoff if compacted_until is None else max(compacted_until, cutoff))
+        pack_sha256 = _save_packs(self._packs, out / "packs") if self._packs else {}
         state = {
             "format_version": FORMAT_VERSION,
             "params": {k: v for k, v in self.get_params().items() if k not in ("mapping", "indicator_packs")},
@@ -550,9 +551,8 @@ class FeatureBuilder:
             "history_end_day": _nan_to_none(self.history_end_day_),
             "compacted_until_day": compacted_until,
             "tables": sorted(tables),
+            "pack_sha256": pack_sha256,
         }
-        if self._packs:
-            _save_packs(self._packs, out / "packs")
         (out / STATE_FILE).write_text(json.dumps(state, indent=1, ensure_ascii=False), encoding="utf-8")
         return out
 
@@ -568,7 +568,7 @@ class FeatureBuilder:
             raise ValueError(f"{sf}: format version {state.get('format_version')} is not supported "
                              f"(expected {FORMAT_VERSION}); retrain the model with this version.")
         mapping = Mapping.from_dict(state["mapping"], source=str(sf))
-        packs = _load_packs(p / "packs") if state["indicator_ids"] else []
+        packs = _load_packs(p / "packs", state.get("pack_sha256")) if state["indicator_ids"] else []
         fb = cls(mapping=mapping, **state["params"], indicator_packs=packs or None)
         fb._mapping = mapping
         fb._packs = packs
@@ -715,17 +715,20 @@ def _indicator_features(packs: list[Any], rows: pd.DataFrame, ids: list[str]) ->
     return out
 
 
-def _save_packs(packs: list[Any], folder: Path) -> None:
+def _save_packs(packs: list[Any], folder: Path) -> dict[str, str]:
+    """Write the packs; return file name → SHA-256 of the written bytes (checked at load)."""
     from riskengine import indicators
+    from riskengine.indicators.signing import pack_file_digests
 
     folder.mkdir(parents=True, exist_ok=True)
-    for i, pack in enumerate(packs):
-        indicators.dump_pack(pack, folder / f"{i:02d}_{slug(str(getattr(pack, 'id', 'pack')))}.yaml")
+    files = [indicators.dump_pack(pack, folder / f"{i:02d}_{slug(str(getattr(pack, 'id', 'pack')))}.yaml")
+             for i, pack in enumerate(packs)]
+    return pack_file_digests(files)
 
 
-def _load_packs(folder: Path) -> list[Any]:
-    from riskengine import indicators
+def _load_packs(folder: Path, recorded: dict[str, str] | None) -> list[Any]:
+    """The model's packs, checked against the digests recorded at save (``None``: not recorded,
+    loaded with a warning)."""
+    from riskengine.indicators.signing import load_model_packs
 
-    if not folder.exists():
-        return []
-    return [indicators.load_pack(f) for f in sorted(folder.glob("*.yaml"))]
+    return load_model_packs(folder, recorded)

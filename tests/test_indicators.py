@@ -638,8 +638,9 @@ def test_cli_list(tmp_path):
     p = tmp_path / "partner.yaml"
     p.write_text(yaml.safe_dump(pack_dict([ind("seal_mismatch_at_gate", severity="low", version="9.0.0")],
                                           pack_id="partner")))
-    res = CliRunner().invoke(main, ["indicators", "list", str(default_pack_path()), str(p), "--json"])
-    data = json.loads(res.output)
+    res = CliRunner().invoke(main, ["indicators", "list", "--allow-unsigned", str(default_pack_path()),
+                                    str(p), "--json"])
+    data = json.loads(res.stdout)
     chosen = [i for i in data["indicators"] if i["id"] == "seal_mismatch_at_gate"]
     assert chosen[0]["pack"] == "partner" and data["superseded"][0]["by_version"] == "9.0.0"
 
@@ -650,7 +651,7 @@ def test_cli_check_ok_and_broken(tmp_path):
     assert "OK" in res.output and "16 indicators" in res.output.replace("\n", " ")
     bad = tmp_path / "broken.yaml"
     bad.write_text(yaml.safe_dump(pack_dict([ind("x", {"field": "hs4", "bigger": 3})], pack_id="broken")))
-    res = CliRunner().invoke(main, ["indicators", "check", str(bad)])
+    res = CliRunner().invoke(main, ["indicators", "check", "--allow-unsigned", str(bad)])
     assert res.exit_code == 1
     flat = " ".join(res.output.split())
     assert "PackError" in flat and "pack 'broken'" in flat and "indicator 'x'" in flat
@@ -662,7 +663,7 @@ def test_cli_check_ok_and_broken(tmp_path):
 def test_cli_list_refuses_a_broken_pack(tmp_path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("metadata: {id: x}\nindicators: []\n")
-    res = CliRunner().invoke(main, ["indicators", "list", str(bad)])
+    res = CliRunner().invoke(main, ["indicators", "list", "--allow-unsigned", str(bad)])
     assert res.exit_code == 1 and "PackError" in res.output
 
 
@@ -675,9 +676,9 @@ def test_cli_check_strict_conflict(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(yaml.safe_dump(pack_dict([ind("x")], pack_id="a")))
     b.write_text(yaml.safe_dump(pack_dict([ind("x", severity="low")], pack_id="b")))
-    res = CliRunner().invoke(main, ["indicators", "check", str(a), str(b)])
+    res = CliRunner().invoke(main, ["indicators", "check", "--allow-unsigned", str(a), str(b)])
     assert res.exit_code == 0 and "conflict" in res.output
-    res = CliRunner().invoke(main, ["indicators", "check", "--strict", str(a), str(b)])
+    res = CliRunner().invoke(main, ["indicators", "check", "--allow-unsigned", "--strict", str(a), str(b)])
     assert res.exit_code == 1 and "PackConflictError" in res.output
 
 

@@ -9,6 +9,11 @@ Example
 >>> merged = merge_packs(default_packs() + [load_pack("partner.yaml")])  # doctest: +SKIP
 >>> hits = evaluate(merged, manifests)                                   # doctest: +SKIP
 >>> hits.hit_ids.head()                                                  # doctest: +SKIP
+
+A partner's pack is verified against the trust store before use (see
+:mod:`riskengine.indicators.signing`):
+
+>>> partner = load_verified_pack("partner.yaml")                         # doctest: +SKIP
 """
 
 from riskengine.indicators.conditions import (
@@ -47,8 +52,24 @@ from riskengine.indicators.pack import (
     dump_pack,
     load_pack,
     load_packs,
+    pack_files,
     parse_pack,
 )
+from riskengine.indicators.signing import (
+    PackSignatureError,
+    SigningKeyError,
+    TrustedKey,
+    TrustStore,
+    TrustStoreError,
+    VerificationResult,
+    default_trust_dir,
+    generate_keypair,
+    load_verified_pack,
+    load_verified_packs,
+    sign_pack_file,
+    verify_pack_file,
+)
+from riskengine.indicators.tlp import packs_for_clearance, tlp_allows
 
 __all__ = [
     "FIELDS",
@@ -72,19 +93,34 @@ __all__ = [
     "PackConflictError",
     "PackError",
     "PackMetadata",
+    "PackSignatureError",
     "Reference",
     "Severity",
+    "SigningKeyError",
     "SupersededIndicator",
+    "TrustStore",
+    "TrustStoreError",
+    "TrustedKey",
+    "VerificationResult",
     "Version",
     "default_pack_path",
     "default_packs",
+    "default_trust_dir",
     "dump_pack",
     "evaluate",
     "evaluate_condition",
+    "generate_keypair",
     "load_pack",
     "load_packs",
+    "load_verified_pack",
+    "load_verified_packs",
     "merge_packs",
+    "pack_files",
+    "packs_for_clearance",
     "parse_condition",
     "parse_pack",
     "resolve_indicators",
+    "sign_pack_file",
+    "tlp_allows",
+    "verify_pack_file",
 ]

@@ -73,6 +73,7 @@ __all__ = [
     "dump_pack",
     "load_pack",
     "load_packs",
+    "pack_files",
     "parse_pack",
 ]
 
@@ -588,6 +589,9 @@ def parse_pack(data: bytes | str | Mapping, *, source: str | None = None) -> Ind
 def load_pack(path: str | Path) -> IndicatorPack:
     """Load and validate one pack file (YAML).
 
+    This is the low-level parser: it checks no signature. A pack from a partner is loaded with
+    :func:`riskengine.indicators.signing.load_verified_pack`, which verifies it first.
+
     >>> pack = load_pack(default_pack_path())
     >>> pack.metadata.tlp
     'CLEAR'
@@ -601,8 +605,9 @@ def load_pack(path: str | Path) -> IndicatorPack:
     return parse_pack(p.read_bytes(), source=str(p))
 
 
-def load_packs(paths: Iterable[str | Path] | str | Path) -> list[IndicatorPack]:
-    """Load several packs; a folder contributes every ``*.yaml``/``*.yml`` in it, by name."""
+def pack_files(paths: Iterable[str | Path] | str | Path) -> list[Path]:
+    """The pack files named by ``paths``: a file as given, a folder as every ``*.yaml``/``*.yml``
+    in it, by name. A folder without packs is an error (``FileNotFoundError``)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files: list[Path] = []
@@ -615,7 +620,16 @@ def load_packs(paths: Iterable[str | Path] | str | Path) -> list[IndicatorPack]:
             files.extend(found)
         else:
             files.append(p)
-    return [load_pack(f) for f in files]
+    return files
+
+
+def load_packs(paths: Iterable[str | Path] | str | Path) -> list[IndicatorPack]:
+    """Load several packs; a folder contributes every ``*.yaml``/``*.yml`` in it, by name.
+
+    This is the low-level parser: it checks no signature. Packs from partners are loaded with
+    :func:`riskengine.indicators.signing.load_verified_packs`.
+    """
+    return [load_pack(f) for f in pack_files(paths)]
 
 
 def dump_pack(pack: IndicatorPack, path: str | Path) -> Path:

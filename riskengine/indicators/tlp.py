@@ -10,9 +10,13 @@ clearance of AMBER receives CLEAR, GREEN and AMBER packs, and neither AMBER+STRI
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable
 
-from riskengine.indicators.pack import TLP_MARKINGS
+from riskengine.indicators.pack import TLP_MARKINGS, IndicatorPack
+
+log = logging.getLogger(__name__)
 
 #: Clearance each service role gets unless its token says otherwise. RED is never implied by a
 #: role: it must be granted to a token explicitly.
@@ -39,3 +43,22 @@ def tlp_rank(value: str) -> int:
 def tlp_allows(clearance: str, marking: str) -> bool:
     """Whether a reader holding ``clearance`` may receive a pack marked ``marking``."""
     return tlp_rank(marking) <= tlp_rank(clearance)
+
+
+def packs_for_clearance(packs: Iterable[IndicatorPack], clearance: str) -> list[IndicatorPack]:
+    """The packs a reader holding ``clearance`` may receive, in their order.
+
+    An unknown clearance raises ``ValueError`` (nothing is served by mistake).
+
+    >>> from riskengine.indicators import default_packs
+    >>> [p.metadata.tlp for p in packs_for_clearance(default_packs(), "GREEN")]
+    ['CLEAR']
+    """
+    rank = tlp_rank(clearance)
+    packs = list(packs)
+    kept = [p for p in packs if tlp_rank(p.metadata.tlp) <= rank]
+    if len(kept) < len(packs):
+        log.debug("clearance %s: withheld %d of %d pack(s): %s", normalize_tlp(clearance),
+                  len(packs) - len(kept), len(packs),
+                  [f"{p.id} (TLP:{p.metadata.tlp})" for p in packs if p not in kept])
+    return kept
