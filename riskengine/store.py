@@ -11,6 +11,9 @@ change that matters to an officer or an auditor (a new or changed manifest, a de
 outcome) gets a row in the append-only ``audit`` table; the database itself refuses to update or
 delete audit rows.
 
+API tokens of the service live in ``api_tokens``: a public id, the name written to the audit as
+the actor, a role, a TLP clearance and the SHA-256 of the secret (never the secret itself).
+
 Nothing here knows about HTTP.
 
 Example
@@ -24,12 +27,17 @@ Example
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import logging
+import re
+import secrets
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +65,14 @@ _CHUNK_ROWS = 5_000
 # Bound parameters per IN (...) list (SQLite allows 32766 variables per statement).
 _IN_CHUNK = 5_000
 _HEX = np.array(list("0123456789abcdef"))
+#: Roles of API tokens, lowest first (each role may do what the roles before it may do).
+TOKEN_ROLES = ("officer", "analyst", "admin")
+TOKEN_PREFIX = "rk"
+# rk_<16 hex id>_<43-character url-safe secret of 32 random bytes (256 bits)>
+_TOKEN_RE = re.compile(r"rk_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})")
+_TOKEN_ID_RE = re.compile(r"[0-9a-f]{16}")
+# last_used_at is written at most this often per token (a read-mostly check stays read-only).
+_LAST_USED_EVERY = timedelta(seconds=60)
 
 
 class UnknownManifestError(KeyError):
@@ -208,6 +224,72 @@ class AuditRecord(Base):
     entity: Mapped[str] = mapped_column(sa.String(32))
     entity_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     details: Mapped[str | None] = mapped_column(sa.Text, doc="JSON object.")
+
+
+class ApiToken(Base):
+    """An API token of the service. Only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_tokens"
+
+    token_id: Mapped[str] = mapped_column(sa.String(16), primary_key=True, doc="Public id (hex).")
+    name: Mapped[str] = mapped_column(sa.String(128), doc="Actor written to the audit.")
+    role: Mapped[str] = mapped_column(sa.String(16))
+    clearance: Mapped[str] = mapped_column(sa.String(16), doc="Highest TLP marking it may read.")
+    secret_sha256: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(128))
+    expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+    revoked_by: Mapped[str | None] = mapped_column(sa.String(128))
+    last_used_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What the store knows about an API token (never its secret). Times are naive UTC."""
+
+    token_id: str
+    name: str
+    role: str
+    clearance: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    last_used_at: datetime | None = None
+
+    def state(self, now: datetime | None = None) -> str:
+        """``active``, ``revoked`` or ``expired``."""
+        now = now or utcnow()
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    @property
+    def active(self) -> bool:
+        return self.state() == "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["state"] = self.state()
+        return out
+
+
+def _secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def _naive_utc(value: datetime | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ValueError(f"{what} must be a datetime, got {value!r}")
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
 
 
 _APPEND_ONLY_DDL = {
@@ -657,14 +739,16 @@ class Store:
     # ---- scores ----------------------------------------------------------------------------
 
     def save_scores(self, df: pd.DataFrame, stage: str, model_version: str | None, *,
-                    scan_model_version: str | None = None) -> int:
+                    scan_model_version: str | None = None, actor: str = "scorer") -> int:
         """Append scores: ``stage`` ``"manifest"`` (risk_score, reasons, mandatory) or ``"fused"``.
 
         ``df`` needs ``manifest_id`` and ``risk_score`` (0–1); for ``fused`` also ``fused_score``.
         ``reasons`` (or ``fusion_reasons`` for fused) and ``mandatory`` are optional. The manifest
         content hash is stored with the score so stale scores can be found after an update.
+        ``actor`` (who asked for the scores) goes to the audit row of the batch.
         Returns the number of rows written.
         """
+        _require(actor, "actor")
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {list(STAGES)}, got {stage!r}")
         need = ["manifest_id", "risk_score"] + (["fused_score"] if stage == "fused" else [])
@@ -701,7 +785,7 @@ class Store:
             for chunk in _chunks(rows, _CHUNK_ROWS):
                 conn.execute(sa.insert(ScoreRecord.__table__), _records(chunk))
             self._insert_audit(conn, pd.DataFrame([{
-                "at": now, "actor": "scorer", "action": f"score.{stage}", "entity": "batch",
+                "at": now, "actor": actor, "action": f"score.{stage}", "entity": "batch",
                 "entity_id": None,
                 "details": json.dumps({"rows": len(rows), "model_version": model_version,
                                        "scan_model_version": scan_model_version}),
@@ -843,6 +927,24 @@ class Store:
             }))
         return rows["scan_id"].tolist()
 
+    def latest_scans(self, ids: Sequence[str]) -> pd.DataFrame:
+        """The latest scan of each of ``ids`` that has one (one row per scanned manifest).
+
+        Columns: the ``scans`` table's (``scan_id``, ``manifest_id``, triage results,
+        ``heatmap_path``, ``model_version``, ``scanned_at``, ...).
+        """
+        s = ScanRecord.__table__
+        cols = [c.name for c in s.columns]
+        parts = []
+        with self._read() as conn:
+            for chunk in _chunks(list(dict.fromkeys(ids)), _IN_CHUNK):
+                parts.extend(conn.execute(sa.select(s).where(s.c.manifest_id.in_(chunk))).all())
+        df = pd.DataFrame(parts, columns=cols)
+        if df.empty:
+            return df
+        df = df.sort_values(["manifest_id", "scanned_at", "scan_id"]).drop_duplicates("manifest_id", keep="last")
+        return df.reset_index(drop=True)
+
     def latest_scan(self, manifest_id: str) -> dict[str, Any] | None:
         """The latest scan of a manifest as a dict, ``None`` when it has none.
 
@@ -858,10 +960,13 @@ class Store:
     # ---- outcomes --------------------------------------------------------------------------
 
     def record_outcome(self, manifest_id: str, result: str, amount_kg: float | None = 0.0,
-                       notes: str | None = None, actor: str = "officer") -> int:
+                       notes: str | None = None, actor: str = "officer", *,
+                       reported_by: str | None = None) -> int:
         """Record the result of a physical inspection (``seizure`` or ``nothing_found``).
 
         A later outcome for the same manifest corrects the earlier one (both stay, audited).
+        ``actor`` is who records it (the API token's name in the service); ``reported_by``, when
+        given, names the officer the record speaks for and is kept in the audit details.
         Returns the outcome id.
         """
         _require(actor, "actor")
@@ -883,7 +988,8 @@ class Store:
             self._insert_audit(conn, pd.DataFrame([{
                 "at": now, "actor": actor, "action": "outcome.record", "entity": "manifest",
                 "entity_id": manifest_id,
-                "details": json.dumps({"outcome_id": outcome_id, "result": result, "amount_kg": amount}),
+                "details": json.dumps({"outcome_id": outcome_id, "result": result, "amount_kg": amount,
+                                       **({"reported_by": reported_by} if reported_by else {})}),
             }]))
         return outcome_id
 
@@ -1120,14 +1226,142 @@ class Store:
         res["selection"] = res["selection"].fillna("none")
         return res.reset_index(drop=True)
 
+    # ---- API tokens ------------------------------------------------------------------------
+
+    def create_token(self, name: str, role: str, *, clearance: str | None = None,
+                     expires_at: datetime | None = None, actor: str) -> tuple[TokenInfo, str]:
+        """Create an API token; returns its info and the token text, which is shown only once.
+
+        The text is ``rk_<token id>_<secret>`` with a 256-bit random secret; the store keeps the
+        SHA-256 of the secret only. ``clearance`` (a TLP marking) defaults to the role's
+        clearance (:data:`riskengine.indicators.tlp.ROLE_DEFAULT_CLEARANCE`); RED is never a
+        default. ``expires_at`` (UTC when naive) must lie in the future. The creation is audited.
+
+        >>> info, text = store.create_token("port-officer-7", "officer", actor="admin")  # doctest: +SKIP
+        """
+        from riskengine.indicators.tlp import ROLE_DEFAULT_CLEARANCE, normalize_tlp
+
+        _require(actor, "actor")
+        if not isinstance(name, str) or not name.strip() or len(name.strip()) > 128:
+            raise ValueError(f"a token needs a name of 1-128 characters (who uses it: it is the actor in "
+                             f"the audit), got {name!r}")
+        name = name.strip()
+        if role not in TOKEN_ROLES:
+            raise ValueError(f"role must be one of {list(TOKEN_ROLES)}, got {role!r}")
+        clearance = ROLE_DEFAULT_CLEARANCE[role] if clearance is None else normalize_tlp(clearance)
+        now = utcnow()
+        expires_at = _naive_utc(expires_at, "expires_at")
+        if expires_at is not None and expires_at <= now:
+            raise ValueError(f"expires_at {expires_at.isoformat()} UTC is not in the future "
+                             f"(now {now.isoformat(timespec='seconds')} UTC)")
+        token_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        info = TokenInfo(token_id=token_id, name=name, role=role, clearance=clearance, created_at=now,
+                         created_by=actor, expires_at=expires_at)
+        with self._write() as conn:
+            conn.execute(sa.insert(ApiToken.__table__).values(
+                token_id=token_id, name=name, role=role, clearance=clearance,
+                secret_sha256=_secret_digest(secret), created_at=now, created_by=actor,
+                expires_at=expires_at))
+            self._insert_audit(conn, pd.DataFrame([{
+                "at": now, "actor": actor, "action": "token.create", "entity": "token", "entity_id": token_id,
+                "details": json.dumps({"name": name, "role": role, "clearance": clearance,
+                                       "expires_at": expires_at.isoformat() if expires_at else None}),
+            }]))
+        log.info("token %s (%s, %s) created by %s", token_id, name, role, actor)
+        return info, f"{TOKEN_PREFIX}_{token_id}_{secret}"
+
+    def check_token(self, text: str | None) -> tuple[TokenInfo | None, str]:
+        """Check a token text: ``(info, "active")`` or ``(None | info, reason)``.
+
+        Reasons: ``missing``, ``malformed``, ``unknown`` (no such id, or a wrong secret),
+        ``revoked``, ``expired``. The info of a revoked or expired token comes back only when
+        its secret is right. A successful check records ``last_used_at`` (at most once a minute).
+        """
+        if not text:
+            return None, "missing"
+        m = _TOKEN_RE.fullmatch(text.strip())
+        if m is None:
+            return None, "malformed"
+        token_id, secret = m.groups()
+        t = ApiToken.__table__
+        with self._read() as conn:
+            row = conn.execute(sa.select(t).where(t.c.token_id == token_id)).mappings().first()
+        # Compare digests in constant time even when the id is unknown.
+        stored = row["secret_sha256"] if row is not None else "0" * 64
+        if not hmac.compare_digest(stored, _secret_digest(secret)) or row is None:
+            return None, "unknown"
+        info = self._token_info(row)
+        now = utcnow()
+        state = info.state(now)
+        if state != "active":
+            return info, state
+        if info.last_used_at is None or now - info.last_used_at >= _LAST_USED_EVERY:
+            with self._write() as conn:
+                conn.execute(sa.update(t).where(t.c.token_id == token_id).values(last_used_at=now))
+            info = replace(info, last_used_at=now)
+        return info, "active"
+
+    def authenticate(self, text: str | None) -> TokenInfo | None:
+        """The active token matching ``text``; None for a missing, malformed, unknown, revoked or
+        expired one."""
+        info, state = self.check_token(text)
+        return info if state == "active" else None
+
+    def get_token(self, token_id: str) -> TokenInfo | None:
+        """The token with this public id, None when there is none."""
+        t = ApiToken.__table__
+        with self._read() as conn:
+            row = conn.execute(sa.select(t).where(t.c.token_id == str(token_id))).mappings().first()
+        return None if row is None else self._token_info(row)
+
+    def list_tokens(self) -> list[TokenInfo]:
+        """Every token (active, revoked and expired), oldest first."""
+        t = ApiToken.__table__
+        with self._read() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.created_at, t.c.token_id)).mappings().all()
+        return [self._token_info(r) for r in rows]
+
+    def revoke_token(self, token_id: str, actor: str) -> TokenInfo:
+        """Revoke a token (audited); revoking a revoked token changes nothing.
+
+        Raises ``KeyError`` naming the known ids when ``token_id`` is unknown.
+        """
+        _require(actor, "actor")
+        t = ApiToken.__table__
+        now = utcnow()
+        with self._write() as conn:
+            row = conn.execute(sa.select(t).where(t.c.token_id == str(token_id))).mappings().first()
+            if row is None:
+                known = list(conn.execute(sa.select(t.c.token_id).order_by(t.c.created_at).limit(20)).scalars())
+                raise KeyError(f"no API token with id {token_id!r}; `riskengine tokens list` shows the ids "
+                               f"(known: {known or 'none'})")
+            if row["revoked_at"] is None:
+                conn.execute(sa.update(t).where(t.c.token_id == token_id).values(revoked_at=now, revoked_by=actor))
+                self._insert_audit(conn, pd.DataFrame([{
+                    "at": now, "actor": actor, "action": "token.revoke", "entity": "token",
+                    "entity_id": token_id, "details": json.dumps({"name": row["name"], "role": row["role"]}),
+                }]))
+                log.info("token %s (%s) revoked by %s", token_id, row["name"], actor)
+            row = conn.execute(sa.select(t).where(t.c.token_id == token_id)).mappings().first()
+        return self._token_info(row)
+
+    @staticmethod
+    def _token_info(row: Any) -> TokenInfo:
+        return TokenInfo(**{k: row[k] for k in TokenInfo.__dataclass_fields__})
+
     # ---- audit -----------------------------------------------------------------------------
 
-    def audit(self, limit: int | None = 100, *, entity_id: str | None = None) -> pd.DataFrame:
-        """The latest audit rows first (``details`` parsed from JSON)."""
+    def audit(self, limit: int | None = 100, *, entity_id: str | None = None,
+              actor: str | None = None) -> pd.DataFrame:
+        """The latest audit rows first (``details`` parsed from JSON), optionally of one entity
+        id and/or one actor."""
         a = AuditRecord.__table__
         q = sa.select(a).order_by(a.c.id.desc())
         if entity_id is not None:
             q = q.where(a.c.entity_id == entity_id)
+        if actor is not None:
+            q = q.where(a.c.actor == actor)
         if limit is not None:
             if limit < 1:
                 raise ValueError(f"limit must be >= 1 or None, got {limit}")

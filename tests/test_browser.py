@@ -1,10 +1,12 @@
 """The officers' page in a real headless Chromium against a live server with test doubles.
 
-1. Debian's ``chromium --headless --dump-dom`` / ``--screenshot``: the JavaScript renders the
-   queue rows with their lane labels and a scan overlay; the screenshot is a real PNG.
-2. The DevTools protocol over a pipe (``--remote-debugging-pipe``, no extra package): the page
-   is open, a new batch is ingested, and the rows appear through the /api/feed EventSource
-   without a reload; an outcome button records an outcome.
+1. Debian's ``chromium --headless --dump-dom``: without a token the page asks for one and
+   shows no data.
+2. The DevTools protocol over a pipe (``--remote-debugging-pipe``, no extra package): an officer
+   enters a token in the page; the JavaScript renders the queue rows with their lane labels and
+   a scan overlay (fetched with the token); a new batch is ingested and the rows appear through
+   the /api/feed EventSource without a reload; an outcome button records an outcome under the
+   token's name; a revoked token ends the session with a clear message.
 
 Skipped with a reason when /usr/bin/chromium is absent (``apt-get install chromium``).
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_service import make_app, rows, running_server, scan_png
+from test_service import bearer, make_app, rows, running_server, scan_png
 from test_store import make_manifests
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,41 +46,27 @@ def server(tmp_path):
     """A live server with 20 planned containers at one terminal and one scanned container."""
     app = make_app(tmp_path)
     with running_server(app) as url:
-        r = httpx.post(f"{url}/api/manifests", json=rows(make_manifests(20, terminals=("NLRTM-ECT",))), timeout=30)
+        auth = bearer(app, "analyst")
+        r = httpx.post(f"{url}/api/manifests", json=rows(make_manifests(20, terminals=("NLRTM-ECT",))),
+                       headers=auth, timeout=30)
         assert r.status_code == 200, r.text
-        queue = httpx.get(f"{url}/api/queue", params={"port": "NLRTM"}).json()["items"]
+        queue = httpx.get(f"{url}/api/queue", params={"port": "NLRTM"}, headers=auth).json()["items"]
         scanned = next(i for i in queue if i["lane"] == "scan")["manifest_id"]
         r = httpx.post(f"{url}/api/scans", data={"manifest_id": scanned},
-                       files={"file": ("scan.png", scan_png(tmp_path).read_bytes(), "image/png")}, timeout=30)
+                       files={"file": ("scan.png", scan_png(tmp_path).read_bytes(), "image/png")},
+                       headers=auth, timeout=30)
         assert r.status_code == 200, r.text
         yield url, app, scanned
 
 
-def test_dump_dom_and_screenshot(server, tmp_path):
-    url, app, scanned = server
-    # live=0: a snapshot without the event stream, which would hold Chromium's virtual clock.
-    page = f"{url}/?port=NLRTM&terminal=NLRTM-ECT&live=0"
-    dom = _chromium(["--virtual-time-budget=5000", "--dump-dom", page], tmp_path / "profile1")
+def test_page_without_token_asks_for_one(server, tmp_path):
+    url, app, _ = server
+    dom = _chromium(["--virtual-time-budget=5000", "--dump-dom", f"{url}/?port=NLRTM&live=0"], tmp_path / "profile1")
     html = dom.stdout.decode()
     assert dom.returncode == 0, dom.stderr.decode()[-2000:]
-    expected = app.state.store.queue("NLRTM", terminal="NLRTM-ECT")
-    for mid in expected["manifest_id"]:
-        assert f'data-manifest-id="{mid}"' in html, f"row {mid} not rendered"
-    assert html.count("<tr class=\"lane-") == len(expected)
-    assert '<span class="lane inspect">inspect</span>' in html  # the scanned container, after stage 2
-    assert '<span class="lane scan">scan</span>' in html
-    assert f"/api/scans/{scanned}/overlay.png" in html
-    assert "consignee first seen 12 days ago" in html
-    assert "random pick" in html
-
-    shot = tmp_path / "queue.png"
-    res = _chromium(["--virtual-time-budget=5000", f"--screenshot={shot}", page], tmp_path / "profile2")
-    assert res.returncode == 0, res.stderr.decode()[-2000:]
-    data = shot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert (width, height) == (1400, 900)
-    assert len(data) > 20_000  # a rendered table, not a blank page
+    assert '<div id="signin">' in html  # shown (no "hidden" attribute)
+    assert "Enter your access token" in html
+    assert "<tr class=\"lane-" not in html and "FRESH BANANAS" not in html  # no data without a token
 
 
 class DevTools:
@@ -138,6 +126,12 @@ class DevTools:
             raise RuntimeError(f"{expression}: {res['exceptionDetails']}")
         return res["result"].get("value")
 
+    def sign_in(self, token: str) -> None:
+        """Type the token into the page's token field and submit it, as an officer does."""
+        self.wait_for("!!document.getElementById('token')")
+        self.js(f"document.getElementById('token').value = {json.dumps(token)}; "
+                "document.getElementById('token-use').click(); true")
+
     def wait_for(self, expression: str, timeout: float = 15) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -161,11 +155,48 @@ class DevTools:
         os.close(self._from_chrome)
 
 
+def test_queue_rendered_with_a_token(server, tmp_path):
+    url, app, scanned = server
+    token = app.state.test_tokens["officer"]
+    browser = DevTools(tmp_path / "profile2")
+    try:
+        # live=0: a snapshot without the event stream
+        browser.open(f"{url}/?port=NLRTM&terminal=NLRTM-ECT&live=0")
+        browser.wait_for("(document.getElementById('signin') || {hidden: true}).hidden === false")
+        assert browser.js("document.querySelectorAll('tr[data-manifest-id]').length") == 0
+        browser.sign_in(token)
+        expected = app.state.store.queue("NLRTM", terminal="NLRTM-ECT")
+        browser.wait_for(f"document.querySelectorAll('tr[data-manifest-id]').length == {len(expected)}")
+        # the overlay arrives through fetch with the token and is shown as a blob URL
+        browser.wait_for("[...document.images].some(i => i.src.startsWith('blob:') && i.naturalWidth > 0)")
+        html = browser.js("document.documentElement.outerHTML")
+        for mid in expected["manifest_id"]:
+            assert f'data-manifest-id="{mid}"' in html, f"row {mid} not rendered"
+        assert '<span class="lane inspect">inspect</span>' in html  # the scanned container, after stage 2
+        assert '<span class="lane scan">scan</span>' in html
+        assert f'data-overlay-url="/api/scans/{scanned}/overlay.png"' in html
+        assert "consignee first seen 12 days ago" in html
+        assert "random pick" in html
+        # the token stays in this tab's sessionStorage: not in the address bar, the page or localStorage
+        assert token not in browser.js("location.href") and token not in html
+        assert browser.js("localStorage.length") == 0
+        assert browser.js("sessionStorage.getItem('riskengine.token')") == token
+
+        shot = base64.b64decode(browser.call("Page.captureScreenshot", {"format": "png"})["data"])
+        (tmp_path / "queue.png").write_bytes(shot)
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(shot[16:20], "big") == 1400
+        assert len(shot) > 20_000  # a rendered table, not a blank page
+    finally:
+        browser.close()
+
+
 def test_live_updates_and_outcome_buttons(server, tmp_path):
     url, app, _ = server
     browser = DevTools(tmp_path / "profile3")
     try:
         browser.open(f"{url}/?port=NLRTM&terminal=NLRTM-ECT")
+        browser.sign_in(app.state.test_tokens["officer"])
         assert browser.wait_for("document.querySelectorAll('tr[data-manifest-id]').length") == 20
         browser.wait_for("document.getElementById('live').classList.contains('on')")
         assert app.state.broadcaster.subscribers == 1
@@ -174,7 +205,7 @@ def test_live_updates_and_outcome_buttons(server, tmp_path):
         marker = browser.js("window.__same_page = 42")
         assert marker == 42
         more = rows(make_manifests(5, start=20, terminals=("NLRTM-ECT",)))
-        assert httpx.post(f"{url}/api/manifests", json=more, timeout=30).status_code == 200
+        assert httpx.post(f"{url}/api/manifests", json=more, headers=bearer(app), timeout=30).status_code == 200
         assert browser.wait_for("document.querySelectorAll('tr[data-manifest-id]').length == 25 && "
                                 "!!document.querySelector('tr[data-manifest-id=\"M0000024\"]')")
         assert browser.js("window.__same_page") == 42
@@ -187,9 +218,20 @@ def test_live_updates_and_outcome_buttons(server, tmp_path):
                          " === 'nothing found'")
         out = app.state.store.outcomes()
         assert out["manifest_id"].tolist() == [target] and out["result"].tolist() == ["nothing_found"]
+        assert out["actor"].tolist() == ["officer-1"]  # the token's name, not a name the page sends
 
         shot = base64.b64decode(browser.call("Page.captureScreenshot", {"format": "png"})["data"])
         (tmp_path / "live.png").write_bytes(shot)
         assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 20_000
+
+        # The token is revoked: the feed ends at its next keep-alive and the page says why.
+        token_id = app.state.test_tokens["officer"].split("_")[1]
+        app.state.store.revoke_token(token_id, actor="admin-1")
+        message = browser.wait_for("document.getElementById('message').textContent.includes('401') && "
+                                   "document.getElementById('message').textContent")
+        assert "was revoked" in message
+        assert browser.js("document.querySelectorAll('tr[data-manifest-id]').length") == 0
+        assert not browser.js("document.getElementById('signin').hidden")
+        assert browser.js("sessionStorage.getItem('riskengine.token')") is None
     finally:
         browser.close()

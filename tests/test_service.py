@@ -1,7 +1,9 @@
 """The queue feed service: API contract with a temporary SQLite file and test doubles.
 
 The manifest scorer and the scan triager are replaced through ``app.dependency_overrides`` so
-these tests do not depend on the trained models.
+these tests do not depend on the trained models. Every app gets one API token per role in its
+store; clients send the analyst's unless a test says otherwise (tests/test_service_auth.py
+covers authentication itself).
 """
 
 from __future__ import annotations
@@ -84,13 +86,33 @@ CARGO_FAMILIES = ("fruit", "frozen_meat", "sacks", "tyres", "machinery", "bottle
 QUEUE = QueueSettings(scan_capacity=8, inspection_capacity=4, exploration_share=0.25, red_threshold=0.3)
 
 
+ROLES = ("officer", "analyst", "admin")
+
+
+def with_tokens(app):
+    """Give ``app`` one API token per role (named ``officer-1``, ``analyst-1``, ``admin-1``) in
+    its store; the texts are in ``app.state.test_tokens``."""
+    store = app.state.store
+    app.state.test_tokens = {role: store.create_token(f"{role}-1", role, actor="test setup")[1] for role in ROLES}
+    return app
+
+
+def bearer(app, role: str = "analyst") -> dict[str, str]:
+    return {"Authorization": f"Bearer {app.state.test_tokens[role]}"}
+
+
+def client_for(app, role: str = "analyst") -> TestClient:
+    """A TestClient that sends the ``role`` token of ``app`` with every request."""
+    return TestClient(app, headers=bearer(app, role))
+
+
 def make_app(tmp_path: Path, scorer=None, triager=None, **settings):
     s = Settings(db_url=f"sqlite:///{tmp_path / 'service.db'}", data_dir=tmp_path / "data",
                  queue=QUEUE, keepalive_s=0.5, **settings)
     app = create_app(s)
     app.dependency_overrides[get_scorer] = lambda: scorer or FakeScorer()
     app.dependency_overrides[get_triager] = lambda: triager or FakeTriager()
-    return app
+    return with_tokens(app)
 
 
 def rows(df: pd.DataFrame) -> list[dict]:
@@ -113,7 +135,7 @@ def app(tmp_path):
 
 @pytest.fixture
 def client(app):
-    with TestClient(app) as c:
+    with client_for(app) as c:
         yield c
 
 
@@ -206,7 +228,7 @@ def test_unusable_requests_get_clear_errors(client):
 
 def test_batch_limits(tmp_path):
     app = make_app(tmp_path, max_batch_rows=5)
-    with TestClient(app) as c:
+    with client_for(app) as c:
         r = c.post("/api/manifests", json=rows(make_manifests(6)))
     assert r.status_code == 413 and "limit is 5" in r.json()["detail"]
 
@@ -214,10 +236,10 @@ def test_batch_limits(tmp_path):
 def test_missing_model_answers_503_with_the_fix(tmp_path):
     s = Settings(db_url=f"sqlite:///{tmp_path / 'x.db'}", model_dir=tmp_path / "no-model",
                  scan_model_dir=tmp_path / "no-cnn")
-    with TestClient(create_app(s)) as c:
+    with client_for(with_tokens(create_app(s))) as c:
         health = c.get("/api/health").json()
         assert health["status"] == "ok" and health["db"] is True
-        assert health["models"]["manifest"] == {"loaded": False, "available": False, "version": None}
+        assert health["models"]["manifest"] == {"loaded": False, "available": False}
         r = c.post("/api/manifests", json=rows(make_manifests(2)))
     assert r.status_code == 503
     assert "no manifest risk model in" in r.json()["detail"] and "riskengine train" in r.json()["detail"]
@@ -269,7 +291,7 @@ def test_scanned_containers_keep_their_place_within_capacity(tmp_path):
     # their scanner slot, the rest is re-planned within what is left.
     scorer = FakeScorer(overrides={f"M{i:07d}": 0.8 for i in range(20, 30)})
     app = make_app(tmp_path, scorer=scorer)
-    with TestClient(app) as c:
+    with client_for(app) as c:
         c.post("/api/manifests", json=rows(make_manifests(20, terminals=("NLRTM-ECT",))))
         items = c.get("/api/queue", params={"port": "NLRTM"}).json()["items"]
         png = scan_png(tmp_path).read_bytes()
@@ -323,7 +345,7 @@ def test_scan_by_server_path(tmp_path):
     root.mkdir()
     path = scan_png(root)
     app = make_app(tmp_path, scan_roots=[root])
-    with TestClient(app) as c:
+    with client_for(app) as c:
         c.post("/api/manifests", json=rows(make_manifests(3)))
         r = c.post("/api/scans", json={"manifest_id": "M0000001", "path": str(path), "scan_id": "SCAN-1"})
         assert r.status_code == 200, r.text
@@ -433,7 +455,10 @@ def test_feed_delivers_an_event_after_an_ingest(tmp_path):
     connected = threading.Event()
 
     def listen(url: str) -> None:
-        with httpx.Client(timeout=httpx.Timeout(10.0)) as h, h.stream("GET", f"{url}/api/feed?limit=1") as r:
+        # the token as a query parameter, as EventSource sends it
+        token = app.state.test_tokens["officer"]
+        with httpx.Client(timeout=httpx.Timeout(10.0)) as h, \
+                h.stream("GET", f"{url}/api/feed?limit=1&access_token={token}") as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             name = None
             for line in r.iter_lines():
@@ -450,7 +475,7 @@ def test_feed_delivers_an_event_after_an_ingest(tmp_path):
         listener.start()
         assert connected.wait(10), f"no connection comment: {lines}"
         time.sleep(0.6)  # long enough for a keep-alive comment (keepalive_s=0.5)
-        r = httpx.post(f"{url}/api/manifests", json=rows(make_manifests(6)), timeout=30)
+        r = httpx.post(f"{url}/api/manifests", json=rows(make_manifests(6)), headers=bearer(app), timeout=30)
         assert r.status_code == 200
         listener.join(10)
         assert not listener.is_alive(), "the feed did not close after limit=1 events"
@@ -467,22 +492,26 @@ def test_feed_delivers_an_event_after_an_ingest(tmp_path):
 # Health, docs, page, CLI
 # --------------------------------------------------------------------------------------------
 
-def test_health_docs_and_page(client):
-    h = client.get("/api/health")
-    assert h.status_code == 200
-    body = h.json()
-    assert body["status"] == "ok" and body["db"] is True and body["database"].startswith("sqlite:///")
-    assert body["models"]["manifest"]["version"] == "fake-manifest-1"
-    assert body["models"]["scan"] == {"loaded": True, "available": True, "version": "fake-cnn-1"}
-    assert client.get("/docs").status_code == 200
-    spec = client.get("/openapi.json").json()
+def test_health_docs_and_page(app):
+    # public routes: no token
+    with TestClient(app) as anonymous:
+        h = anonymous.get("/api/health")
+        assert h.status_code == 200
+        body = h.json()
+        # nothing about the data, the database address or versions
+        assert body == {"status": "ok", "db": True, "models": {"manifest": {"loaded": True, "available": True},
+                                                               "scan": {"loaded": True, "available": True}}}
+        assert anonymous.get("/docs").status_code == 200
+        spec = anonymous.get("/openapi.json").json()
+        page = anonymous.get("/")
     for path in ("/api/manifests", "/api/scans", "/api/queue", "/api/outcomes", "/api/feed", "/api/health",
-                 "/api/scans/{manifest_id}/overlay.png"):
+                 "/api/scans/{manifest_id}/overlay.png", "/api/indicators", "/api/rescore", "/api/tokens"):
         assert path in spec["paths"], path
     assert "text/csv" in spec["paths"]["/api/manifests"]["post"]["requestBody"]["content"]
-    page = client.get("/")
+    assert {"token", "access_token"} <= set(spec["components"]["securitySchemes"])
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "new EventSource(\"/api/feed\")" in page.text and "/api/outcomes" in page.text
+    assert 'new EventSource("/api/feed?access_token="' in page.text and "/api/outcomes" in page.text
+    assert "sessionStorage.setItem" in page.text and "localStorage." not in page.text
 
 
 def test_scorer_output_is_checked():
@@ -504,20 +533,22 @@ def test_real_manifest_model_behind_the_api(tmp_path):
     RiskModel(n_estimators=15, learning_rate=0.2, seed=1).fit(history).save(tmp_path / "model")
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'real.db'}", model_dir=tmp_path / "model",
                         data_dir=tmp_path / "data", queue=QUEUE)
-    app = create_app(settings)
+    app = with_tokens(create_app(settings))
     app.dependency_overrides[get_triager] = FakeTriager
     arrivals = generate_manifests(30, seed=4, start="2026-02-20", days=1)
     arrivals.loc[0, "seal_number_gate"] = "XX0000000"  # a critical indicator: seal mismatch at the gate
     payload = rows(arrivals.drop(columns=["is_illicit", "modus_operandi", "concealment_location", "amount_kg",
                                           "inspected", "selection", "outcome_at"], errors="ignore"))
-    with TestClient(app) as c:
+    with client_for(app) as c:
         r = c.post("/api/manifests", json=payload)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["scored"] == body["valid"] == body["inserted"] and body["rejected"] == 0
         health = c.get("/api/health").json()["models"]["manifest"]
+        model = c.get("/api/models").json()[0]
         items = c.get("/api/queue", params={"port": "NLRTM"}).json()["items"]
-    assert health["loaded"] and health["available"] and health["version"].startswith("model@")
+    assert health == {"loaded": True, "available": True}
+    assert model["kind"] == "manifest" and model["version"].startswith("model@") and model["loaded"]
     assert len(items) == 30 and all(0 <= i["risk_score"] <= 1 for i in items)
     first = next(i for i in items if i["manifest_id"] == arrivals.loc[0, "manifest_id"])
     assert first["mandatory"] and first["reasons"].startswith("mandatory: Seal number at the gate")
@@ -580,11 +611,12 @@ def test_real_scan_triage_behind_the_api(tmp_path):
     model_dir = _handmade_scan_model(tmp_path / "cnn")
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'scan.db'}", scan_model_dir=model_dir,
                         data_dir=tmp_path / "data", queue=QUEUE)
-    app = create_app(settings)
+    app = with_tokens(create_app(settings))
     app.dependency_overrides[get_scorer] = FakeScorer
-    with TestClient(app) as c:
-        assert c.get("/api/health").json()["models"]["scan"] == {"loaded": False, "available": True,
-                                                                "version": "handmade"}
+    with client_for(app) as c:
+        assert c.get("/api/health").json()["models"]["scan"] == {"loaded": False, "available": True}
+        scan_model = c.get("/api/models").json()[1]
+        assert (scan_model["kind"], scan_model["version"], scan_model["name"]) == ("scan", "handmade", "handmade")
         c.post("/api/manifests", json=rows(make_manifests(5)))
         r = c.post("/api/scans", data={"manifest_id": "M0000002"},
                    files={"file": ("scan.png", scan_png(tmp_path).read_bytes(), "image/png")})
@@ -616,8 +648,29 @@ def test_serve_cli(monkeypatch, tmp_path):
     assert seen["port"] == 8123 and seen["host"] == "127.0.0.1"
     assert seen["app"].state.settings.queue.scan_capacity == 12
     assert db.exists()
+    assert "riskengine tokens create" in r.output  # no token in the new database yet: how to make one
     r = runner.invoke(cli_main, ["serve", "--db", "mysql://u:p@h/db"])
     assert r.exit_code == 1 and "unsupported database 'mysql'" in r.output
     r = runner.invoke(cli_main, ["serve", "--db", "postgresql+psycopg://u:p@127.0.0.1:1/x?connect_timeout=2"])
     assert r.exit_code == 1 and "ConnectionError: cannot open the database" in r.output
     assert runner.invoke(cli_main, ["serve", "--port", "0"]).exit_code == 2
+
+
+def test_serve_cli_auth_switch(monkeypatch, tmp_path):
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    runner = CliRunner()
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    r = runner.invoke(cli_main, ["serve", "--db", db, "--no-auth", "--host", "0.0.0.0"])
+    assert r.exit_code == 1 and "loopback address only" in r.output and not seen
+    r = runner.invoke(cli_main, ["serve", "--db", db, "--no-auth", "--host", "127.0.0.1",
+                                 "--max-json-bytes", "1000"])
+    assert r.exit_code == 0, r.output
+    assert "authentication is OFF" in r.output
+    assert seen["app"].state.settings.auth is False and seen["app"].state.settings.max_json_bytes == 1000
+    seen.clear()
+    r = runner.invoke(cli_main, ["serve", "--db", db])
+    assert r.exit_code == 0 and seen["app"].state.settings.auth is True
+

@@ -64,16 +64,27 @@ def demo_command(out_dir: str, db_url: str | None, model_dir: str | None, scan_m
         _print_tables(res, top)
         console.print(f"Report: [bold]{res.report}[/]   store: {res.db_url}   total {time.perf_counter() - t0:.0f} s")
     if serve:
+        from datetime import datetime, timedelta, timezone
+
         import uvicorn
 
         from riskengine.service.main import create_app
         from riskengine.service.settings import QueueSettings, Settings
+        from riskengine.store import Store
 
         settings = Settings(db_url=res.db_url, model_dir=cfg.model_dir, scan_model_dir=cfg.scan_model_dir,
                             data_dir=res.out_dir, scan_roots=[res.out_dir / "scans"], provider=provider,
                             queue=QueueSettings(scan_capacity=scan_capacity, inspection_capacity=inspection_capacity,
                                                 exploration_share=exploration_share))
-        console.print(f"Serving the officer page on http://{host}:{port}/?port={res.port} (Ctrl-C to stop)")
+        # The page needs a token like any client: a short-lived officer token for this demo store.
+        expires = datetime.now(timezone.utc) + timedelta(hours=12)
+        with Store(res.db_url) as store:
+            info, token = store.create_token("demo officer", "officer", expires_at=expires, actor="riskengine demo")
+        console.print(f"Serving the officer page on http://{host}:{port}/?port={res.port} (Ctrl-C to stop)",
+                      highlight=False, soft_wrap=True)
+        console.print(f"Officer token (expires {info.expires_at:%Y-%m-%d %H:%M} UTC; paste it into the page's "
+                      "token field):", highlight=False, soft_wrap=True)
+        console.print(token, highlight=False, soft_wrap=True, markup=False)
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 

@@ -1,4 +1,6 @@
-"""Dependencies of the routers: settings, store, scorer, triager and the feed broadcaster.
+"""Dependencies of the routers: settings, store, scorer, triager, feed broadcaster, indicator packs.
+
+Authentication (the caller's token and role) is in :mod:`riskengine.service.auth`.
 
 The instances live on ``app.state`` (made by :func:`riskengine.service.main.create_app`); tests
 replace any of them with ``app.dependency_overrides[get_x] = ...``.
@@ -12,6 +14,7 @@ from fastapi import Depends, Request
 
 from riskengine.queue import QueueConfig
 from riskengine.service.events import Broadcaster
+from riskengine.service.packs import PackSource
 from riskengine.service.scoring import ScanTriager, Scorer
 from riskengine.service.settings import Settings
 from riskengine.store import Store
@@ -37,6 +40,10 @@ def get_broadcaster(request: Request) -> Broadcaster:
     return request.app.state.broadcaster
 
 
+def get_packs(request: Request) -> PackSource:
+    return request.app.state.packs
+
+
 def get_queue_config(settings: Annotated[Settings, Depends(get_settings)]) -> QueueConfig:
     return settings.queue.to_config()
 
@@ -47,3 +54,4 @@ ScorerDep = Annotated[Scorer, Depends(get_scorer)]
 TriagerDep = Annotated[ScanTriager, Depends(get_triager)]
 BroadcasterDep = Annotated[Broadcaster, Depends(get_broadcaster)]
 QueueConfigDep = Annotated[QueueConfig, Depends(get_queue_config)]
+PacksDep = Annotated[PackSource, Depends(get_packs)]

@@ -131,7 +131,9 @@ class OutcomeIn(BaseModel):
     result: Literal["seizure", "nothing_found"]
     amount_kg: float = Field(0.0, ge=0, description="Seized amount (0 when nothing was found).")
     notes: str | None = Field(None, max_length=4000)
-    actor: str = Field("officer", min_length=1, max_length=128)
+    actor: str | None = Field(None, min_length=1, max_length=128,
+                              description="Optional: the officer this record speaks for, kept in the audit "
+                                          "details. The audit actor is always the API token's name.")
 
 
 class OutcomeOut(_Out):
@@ -168,19 +170,129 @@ class HitRate(_Out):
     ci_high: float
 
 
-class ModelStatus(_Out):
+class ModelAvailability(_Out):
     loaded: bool
     available: bool
-    version: str | None
 
 
 class Health(_Out):
+    """Public: whether the service can work, nothing about the data or its versions."""
+
     status: Literal["ok", "degraded"]
     db: bool
-    database: str
+    models: dict[str, ModelAvailability]
+
+
+class ModelInfo(_Out):
+    """A model the service uses: version and headline metrics from its sidecar JSON."""
+
+    kind: Literal["manifest", "scan"]
+    directory: str
+    available: bool
+    loaded: bool
+    version: str | None
+    name: str | None = None
+    created_at: str | None = None
+    training: dict[str, Any] = Field(default_factory=dict, description="Size and period of the training data.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Headline metrics (held-out data).")
+    metrics_on: str | None = Field(None, description="The data the metrics were measured on.")
+    error: str | None = None
+
+
+class PackSummary(_Out):
+    id: str
     version: str
-    models: dict[str, ModelStatus]
-    feed_subscribers: int
+    tlp: str
+    issuer: dict[str, Any]
+    created: str
+    description: str
+    indicators: int
+    origin: Literal["built-in", "packs_dir"]
+    file: str
+    sha256: str | None
+    signature: str
+
+
+class RejectedPackOut(_Out):
+    file: str
+    error_type: str
+    reason: str
+
+
+class PackList(_Out):
+    clearance: str = Field(description="The caller's TLP clearance; packs above it are not listed.")
+    packs: list[PackSummary]
+    rejected: list[RejectedPackOut] = Field(description="Files of the packs folder that are not used, and why.")
+
+
+class PackDetail(PackSummary):
+    content: dict[str, Any] = Field(description="The pack as data (metadata and indicators).")
+
+
+class RescoreIn(BaseModel):
+    """Which stored manifests to score again: the groups matching the filters (all when none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: str | None = Field(None, min_length=1, max_length=8)
+    terminal: str | None = Field(None, max_length=64)
+    shift: str | None = Field(None, max_length=32)
+
+
+class GroupKey(_Out):
+    port: str
+    terminal: str
+    shift: str
+
+
+class RescoreOut(_Out):
+    groups: list[GroupKey]
+    manifests: int = Field(description="Stored manifests in the selected groups.")
+    scored: int = Field(description="New manifest scores written (score, reasons or model version changed).")
+    changed: int = Field(description="Manifests whose risk score, reasons or mandatory flag changed.")
+    fused: int = Field(description="Scanned containers fused again with their stored scan.")
+    decisions: int = Field(description="Queue decisions that changed.")
+    unscored: int
+    model_version: str | None
+
+
+class TokenIn(BaseModel):
+    """A new API token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, description="Who uses it; the actor in the audit.")
+    role: Literal["officer", "analyst", "admin"]
+    clearance: str | None = Field(None, description="TLP clearance (default: the role's); at most your own.")
+    expires_at: datetime | None = Field(None, description="UTC when no time zone is given.")
+
+
+class TokenOut(_Out):
+    token_id: str
+    name: str
+    role: str
+    clearance: str
+    state: Literal["active", "revoked", "expired"]
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The token text, shown only in this response: store it now.")
+
+
+class AuditRow(_Out):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str | None
+    details: dict[str, Any]
 
 
 class ErrorBody(_Out):

@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 from riskengine.fusion import ImageCalibration, join_reasons
+
+if TYPE_CHECKING:
+    from riskengine.indicators import IndicatorPack
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +98,16 @@ class ModelScorer:
         reasons: reasons per manifest.
         mandatory_severity: an indicator of at least this severity (0–10; 10 = critical) makes
             the selection mandatory; ``None`` disables mandatory rules.
+        packs: returns the indicator packs of the mandatory rules (default: the built-in ones).
     """
 
     def __init__(self, model_dir: str | Path, *, reasons: int = 3,
-                 mandatory_severity: float | None = 10.0) -> None:
+                 mandatory_severity: float | None = 10.0,
+                 packs: Callable[[], Sequence[IndicatorPack]] | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.reasons = reasons
         self.mandatory_severity = mandatory_severity
+        self.packs = packs
         self._model: Any = None
         self._version: str | None = None
         self._lock = threading.Lock()
@@ -147,7 +154,8 @@ class ModelScorer:
             raise ValueError(f"{len(rejects)} manifest(s) failed the model's validation, e.g. row "
                              f"{first.get('source_row')}: {first.get('reject_reason')}")
         scores = scores.rename(columns={model.features_.mapping_.id: "manifest_id"})
-        mandatory, rule_text = mandatory_rules(manifests, self.mandatory_severity)
+        packs = self.packs() if self.packs is not None else None
+        mandatory, rule_text = mandatory_rules(manifests, self.mandatory_severity, packs)
         rules = pd.DataFrame({"manifest_id": manifests["manifest_id"].astype(str).to_numpy(),
                               "mandatory": mandatory, "rule": rule_text})
         out = scores.merge(rules, on="manifest_id", how="left")
@@ -156,22 +164,37 @@ class ModelScorer:
         return out.drop(columns=["rule"])
 
 
-def mandatory_rules(manifests: pd.DataFrame, min_severity: float | None) -> tuple[np.ndarray, np.ndarray]:
+def mandatory_rules(manifests: pd.DataFrame, min_severity: float | None,
+                    packs: Sequence[IndicatorPack] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mandatory selections: rows hit by an indicator of at least ``min_severity``.
 
-    Returns (mask, text) where text names the indicators ("mandatory: <title>") or is "".
+    ``packs`` default to the built-in ones. Returns (mask, text) where text names the indicators
+    ("mandatory: <title>") or is "". The queue shows these reasons to every officer, so an
+    indicator from a pack marked above the officers' clearance (TLP) is named only by its pack
+    and marking, never by its title.
     """
     n = len(manifests)
     if min_severity is None or n == 0:
         return np.zeros(n, dtype=bool), np.full(n, "", dtype=object)
     from riskengine.indicators import default_packs, evaluate
+    from riskengine.indicators.tlp import ROLE_DEFAULT_CLEARANCE, tlp_allows
 
-    hits = evaluate(default_packs(), manifests.reset_index(drop=True))
+    packs = list(default_packs() if packs is None else packs)
+    hits = evaluate(packs, manifests.reset_index(drop=True))
     severe = [i for i in hits.indicators if i.severity.score >= min_severity]
     if not severe:
         return np.zeros(n, dtype=bool), np.full(n, "", dtype=object)
+    marking = {p.id: p.metadata.tlp for p in packs}
+    officers = ROLE_DEFAULT_CLEARANCE["officer"]
+
+    def label(ind: Any) -> str:
+        tlp = marking.get(ind.pack_id, "RED")
+        if tlp_allows(officers, tlp):
+            return "mandatory: " + str(ind.title)
+        return f"mandatory: indicator of pack {ind.pack_id} (TLP:{tlp}; ask an analyst)"
+
     m = hits.matrix[[i.id for i in severe]].to_numpy(dtype=bool)
-    texts = [np.where(m[:, k], "mandatory: " + str(ind.title), "") for k, ind in enumerate(severe)]
+    texts = [np.where(m[:, k], label(ind), "") for k, ind in enumerate(severe)]
     return m.any(axis=1), join_reasons(texts)
 
 
@@ -199,6 +222,11 @@ class OnnxScanTriager:
         from scanvision.infer import default_model_dir
 
         return default_model_dir()
+
+    @property
+    def directory(self) -> Path:
+        """The model directory (``$RISKENGINE_SCAN_MODEL`` or the shipped one when not given)."""
+        return self._dir()
 
     @property
     def loaded(self) -> bool:

@@ -51,6 +51,13 @@ class Settings(BaseModel):
     scan_roots: folders from which ``POST /api/scans`` may read a server-side ``path``; empty
         means server-side paths are refused (uploads only).
     mandatory_severity: indicator severity (0–10) from which a hit makes the selection mandatory.
+    packs_dir: folder of partner indicator packs (``*.yaml``) used next to the built-in ones.
+    allow_unsigned_packs: accept packs in ``packs_dir`` without a valid signature.
+    auth: every route except the health check, the page and the API docs needs an API token
+        (``Authorization: Bearer rk_...``). Turning it off is for development on a loopback
+        address only (``riskengine serve --no-auth``).
+    max_json_bytes / max_upload_bytes: request body limits for JSON bodies and for everything
+        else (CSV, multipart uploads, images); a larger body is answered 413.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,11 +69,16 @@ class Settings(BaseModel):
     data_dir: Path = Path("riskengine-data")
     scan_roots: list[Path] = Field(default_factory=list)
     queue: QueueSettings = Field(default_factory=QueueSettings)
-    actor: str = "riskengine-service"
+    actor: str = Field("riskengine-service", min_length=1, max_length=128,
+                       description="Audit actor of requests when auth is off (development only).")
+    auth: bool = True
     reasons: int = Field(3, ge=0, le=10, description="Reasons per manifest score.")
     mandatory_severity: float | None = Field(10.0, ge=0, le=10)
     keepalive_s: float = Field(15.0, gt=0, description="Seconds between keep-alive comments on /api/feed.")
-    max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Body limit of uploads (CSV, multipart).")
+    max_json_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Body limit of JSON requests.")
+    packs_dir: Path | None = None
+    allow_unsigned_packs: bool = False
     max_batch_rows: int = Field(200_000, gt=0)
 
     @classmethod
@@ -77,6 +89,7 @@ class Settings(BaseModel):
             "model_dir": os.environ.get("RISKENGINE_MODEL_DIR"),
             "scan_model_dir": os.environ.get("RISKENGINE_SCAN_MODEL"),
             "data_dir": os.environ.get("RISKENGINE_DATA_DIR"),
+            "packs_dir": os.environ.get("RISKENGINE_PACKS_DIR"),
         }
         values = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in overrides.items() if v is not None})

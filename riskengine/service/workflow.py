@@ -3,6 +3,8 @@
 * :func:`ingest_manifests`: validate → upsert (one transaction) → score what is new or changed →
   re-plan the affected (port, terminal, shift) groups → report.
 * :func:`ingest_scan`: triage → overlay → save the scan → fuse with the manifest risk → re-plan.
+* :func:`rescore_stored`: score stored manifests again with the current model, fuse the scanned
+  ones again from their stored scans, re-plan (after a model or indicator pack change).
 * :func:`replan`: stage 1 lanes for every container of the groups that is not locked (already
   scanned or inspected: its lane stays, and uses its capacity), then stage 2 inspections by
   fused score for the scanned containers of the scan lane. Only changed decisions are written,
@@ -172,6 +174,38 @@ def replan(store: Store, groups: list[tuple[str, str, str]], config: QueueConfig
                       lane_counts=counts.to_dict("records"), unscored=unscored)
 
 
+def fuse_and_save(store: Store, manifest: pd.DataFrame, risk: np.ndarray, triage: pd.DataFrame,
+                  calibration: Any, *, model_versions: np.ndarray, scan_model_versions: np.ndarray,
+                  actor: str) -> pd.DataFrame:
+    """Fuse manifest risk with scan triage (one vectorised pass) and store the fused scores.
+
+    ``manifest``: stored manifests (``Store.manifests``), row-aligned with ``risk``, ``triage``
+    (``manifest_id``, ``concealment_score``, ``empty_probability``, ``cargo_class``,
+    ``cargo_class_probability``, ``estimated_mass_kg``) and the two version arrays. Returns the
+    fused frame (:func:`riskengine.fusion.fuse`).
+    """
+    from riskengine.commodities import cargo_family
+
+    m = manifest.reset_index(drop=True).assign(
+        risk_score=np.asarray(risk, dtype=float),
+        declared_family=cargo_family(manifest["hs_code"], manifest["goods_description"]).to_numpy(),
+        declared_empty=manifest["goods_description"].astype("string").str.upper()
+        .str.startswith("EMPTY").fillna(False).to_numpy(dtype=bool),
+    )
+    tri = triage.reset_index(drop=True).assign(
+        cargo_class_probability=lambda d: pd.to_numeric(d["cargo_class_probability"], errors="coerce"),
+        estimated_mass_kg=lambda d: pd.to_numeric(d["estimated_mass_kg"], errors="coerce"),
+    )
+    fused = fuse(m, tri, calibration=calibration)
+    keys = pd.DataFrame({"model": pd.Series(model_versions, dtype=object).fillna("\x00"),
+                         "scan": pd.Series(scan_model_versions, dtype=object).fillna("\x00")})
+    # One save per (manifest model, scan model) pair: a handful at most.
+    for (model, scan), idx in keys.groupby(["model", "scan"], sort=False).groups.items():
+        store.save_scores(fused.loc[idx], "fused", None if model == "\x00" else model,
+                          scan_model_version=None if scan == "\x00" else scan, actor=actor)
+    return fused
+
+
 def ingest_manifests(store: Store, scorer: Scorer, raw: pd.DataFrame, config: QueueConfig, *,
                      actor: str) -> IngestReport:
     """Validate, store, score and plan one batch of manifests.
@@ -194,7 +228,7 @@ def ingest_manifests(store: Store, scorer: Scorer, raw: pd.DataFrame, config: Qu
     if stale:
         todo = valid[valid["manifest_id"].isin(stale)].reset_index(drop=True)
         scores = check_scores(scorer(todo), todo["manifest_id"])
-        store.save_scores(scores, "manifest", scorer.version)
+        store.save_scores(scores, "manifest", scorer.version, actor=actor)
     groups: list[tuple[str, str, str]] = []
     if ids:
         # Re-plan the groups holding a new, changed or not yet planned manifest (a re-sent batch
@@ -250,8 +284,6 @@ def ingest_scans(store: Store, triager: ScanTriager, scans: list[Any], manifest_
     re-planned once. Raises :class:`riskengine.store.UnknownManifestError` for an unknown
     manifest and ``ValueError`` when a manifest has no risk score yet.
     """
-    from riskengine.commodities import cargo_family
-
     if len(scans) != len(manifest_ids):
         raise ValueError(f"{len(scans)} scans for {len(manifest_ids)} manifest ids; give one id per scan")
     if len(set(manifest_ids)) != len(manifest_ids):
@@ -290,23 +322,12 @@ def ingest_scans(store: Store, triager: ScanTriager, scans: list[Any], manifest_
         kind=[getattr(s, "kind", None) for s in scans], heatmap_path=overlays,
         model_version=triager.version, actor=actor,
     ))
-    m = manifest.assign(
-        risk_score=risk.to_numpy(dtype=float),
-        declared_family=cargo_family(manifest["hs_code"], manifest["goods_description"]).to_numpy(),
-        declared_empty=manifest["goods_description"].astype("string").str.upper()
-        .str.startswith("EMPTY").fillna(False).to_numpy(dtype=bool),
-    )
-    triage_df = tri_df[["concealment_score", "empty_probability", "cargo_class"]].assign(
-        manifest_id=manifest_ids,
-        cargo_class_probability=pd.to_numeric(tri_df["cargo_class_probability"], errors="coerce"),
-        estimated_mass_kg=pd.to_numeric(tri_df["estimated_mass_kg"], errors="coerce"),
-    )
-    fused = fuse(m, triage_df, calibration=triager.calibration)
-    versions = state["model_version"].reindex(manifest_ids).to_numpy()
-    for version in pd.unique(versions):
-        part = fused[versions == version]
-        store.save_scores(part, "fused", None if pd.isna(version) else version,
-                          scan_model_version=triager.version)
+    triage_df = tri_df[["concealment_score", "empty_probability", "cargo_class",
+                        "cargo_class_probability", "estimated_mass_kg"]].assign(manifest_id=manifest_ids)
+    fused = fuse_and_save(store, manifest, risk.to_numpy(dtype=float), triage_df, triager.calibration,
+                          model_versions=state["model_version"].reindex(manifest_ids).to_numpy(),
+                          scan_model_versions=np.full(len(manifest_ids), triager.version, dtype=object),
+                          actor=actor)
     plan = replan(store, groups, config, actor=actor)
     now = store.planning_frame(groups).set_index("manifest_id")
     reports = []
@@ -324,3 +345,111 @@ def ingest_scans(store: Store, triager: ScanTriager, scans: list[Any], manifest_
             selection=None if pd.isna(cur["selection"]) else str(cur["selection"]),
         ))
     return reports
+
+
+class NoMatchingManifestsError(LookupError):
+    """A rescore selection (port, terminal, shift) that matches no stored manifest."""
+
+
+@dataclass
+class RescoreReport:
+    """Outcome of rescoring stored manifests with the current scorer."""
+
+    groups: list[tuple[str, str, str]]
+    manifests: int
+    scored: int
+    changed: int
+    fused: int
+    decisions: int
+    changed_ids: list[str] = field(default_factory=list)
+    unscored: int = 0
+
+    def event(self) -> dict[str, Any]:
+        """Feed payload (ids capped at 500, the rest counted)."""
+        ids = self.changed_ids
+        return {"rescored": self.scored, "decisions": self.decisions,
+                "manifest_ids": ids[:_MAX_EVENT_IDS], "more_ids": max(0, len(ids) - _MAX_EVENT_IDS),
+                "groups": [dict(zip(GROUP_KEYS, g, strict=True)) for g in self.groups]}
+
+
+def rescore_stored(store: Store, scorer: Scorer, triager: ScanTriager, config: QueueConfig, *, actor: str,
+                   port: str | None = None, terminal: str | None = None, shift: str | None = None,
+                   chunk_rows: int = 50_000) -> RescoreReport:
+    """Score the stored manifests of the selected groups again with ``scorer`` and re-plan them.
+
+    Selects every (port, terminal, shift) group matching the given filters (all groups when none
+    is given). Groups are processed in chunks of about ``chunk_rows`` manifests. A new manifest
+    score is written only where the score, reasons, mandatory flag or model version changed, so
+    rescoring twice with the same model writes nothing; scanned containers whose manifest score
+    changed get their fused score again from their latest stored scan (no new triage). Raises
+    :class:`NoMatchingManifestsError` when no stored manifest matches.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    groups = store.groups()
+    sel = pd.Series(True, index=groups.index)
+    for col, value in (("port", port), ("terminal", terminal), ("shift", shift)):
+        if value is not None:
+            sel &= groups[col] == value
+    chosen = groups[sel]
+    if chosen.empty:
+        asked = ", ".join(f"{k}={v!r}" for k, v in (("port", port), ("terminal", terminal), ("shift", shift))
+                          if v is not None) or "all groups"
+        ports = sorted(groups["port"].unique().tolist())
+        raise NoMatchingManifestsError(f"no stored manifests match {asked}; ports with manifests: "
+                                       f"{ports[:20] or 'none (ingest manifests first)'}")
+    # Chunks of whole groups: a group is planned together.
+    chunk_no = (chosen["containers"].cumsum().to_numpy() - 1) // chunk_rows
+    report = RescoreReport(groups=[], manifests=0, scored=0, changed=0, fused=0, decisions=0)
+    changed_ids: set[str] = set()
+    for _, part in chosen.groupby(chunk_no, sort=True):
+        chunk_groups = [tuple(g) for g in part[list(GROUP_KEYS)].astype(str).to_numpy().tolist()]
+        res = _rescore_chunk(store, scorer, triager, config, chunk_groups, actor=actor)
+        report.groups += chunk_groups
+        for name in ("manifests", "scored", "changed", "fused", "decisions", "unscored"):
+            setattr(report, name, getattr(report, name) + getattr(res, name))
+        changed_ids.update(res.changed_ids)
+    report.changed_ids = sorted(changed_ids)
+    log.info("rescore by %s: %d groups, %d manifests, %d new scores (%d changed), %d fused again, %d decisions",
+             actor, len(report.groups), report.manifests, report.scored, report.changed, report.fused,
+             report.decisions)
+    return report
+
+
+def _rescore_chunk(store: Store, scorer: Scorer, triager: ScanTriager, config: QueueConfig,
+                   groups: list[tuple[str, str, str]], *, actor: str) -> RescoreReport:
+    state = store.planning_frame(groups).reset_index(drop=True)
+    ids = state["manifest_id"].astype(str).tolist()
+    manifests = store.manifests(ids)
+    new = check_scores(scorer(manifests), manifests["manifest_id"])
+    old = state.set_index("manifest_id").reindex(new["manifest_id"])
+    old_risk = old["risk_score"].to_numpy(dtype=float)
+    differs = (
+        np.isnan(old_risk) | ~np.isclose(new["risk_score"].to_numpy(dtype=float), old_risk, rtol=0, atol=1e-12)
+        | (new["reasons"].astype(str).to_numpy() != old["reasons"].fillna("").astype(str).to_numpy())
+        | (new["mandatory"].to_numpy(dtype=bool) != old["mandatory"].fillna(False).to_numpy(dtype=bool))
+    )
+    score_changed = differs.copy()
+    differs |= old["model_version"].astype(object).to_numpy() != scorer.version
+    write = new[differs].reset_index(drop=True)
+    if len(write):
+        store.save_scores(write, "manifest", scorer.version, actor=actor)
+    # Scanned containers with a new manifest score: fuse again with their latest stored scan.
+    scanned = old["scanned"].fillna(False).to_numpy(dtype=bool) & differs
+    refuse_ids = new.loc[scanned, "manifest_id"].astype(str).tolist()
+    n_fused = 0
+    if refuse_ids:
+        scans = store.latest_scans(refuse_ids).set_index("manifest_id").reindex(refuse_ids)
+        m = manifests.set_index("manifest_id").loc[refuse_ids].reset_index()
+        risk = new.set_index("manifest_id").loc[refuse_ids, "risk_score"].to_numpy(dtype=float)
+        triage = scans[["concealment_score", "empty_probability", "cargo_class", "cargo_class_probability",
+                        "estimated_mass_kg"]].reset_index()
+        fuse_and_save(store, m, risk, triage, triager.calibration,
+                      model_versions=np.full(len(refuse_ids), scorer.version, dtype=object),
+                      scan_model_versions=scans["model_version"].to_numpy(dtype=object), actor=actor)
+        n_fused = len(refuse_ids)
+    plan = replan(store, groups, config, actor=actor)
+    changed = set(new.loc[score_changed, "manifest_id"].astype(str)) | set(plan.changed_ids)
+    return RescoreReport(groups=groups, manifests=len(ids), scored=len(write), changed=int(score_changed.sum()),
+                         fused=n_fused, decisions=plan.decisions, changed_ids=sorted(changed),
+                         unscored=plan.unscored)

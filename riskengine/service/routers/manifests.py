@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import pandas as pd
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from riskengine.schema import ROW_COLUMN, SchemaError, read_manifests
+from riskengine.service.auth import AnalystDep, OfficerDep
 from riskengine.service.deps import BroadcasterDep, QueueConfigDep, ScorerDep, SettingsDep, StoreDep
-from riskengine.service.routers._util import check_length, media_type, records
+from riskengine.service.routers._util import media_type, records
 from riskengine.service.schemas import IngestResponse, ManifestBatch
 from riskengine.service.workflow import ingest_manifests
 
@@ -37,7 +38,7 @@ _BODY_DOC = {
 
 
 async def _read_batch(request: Request, max_bytes: int, max_rows: int) -> pd.DataFrame:
-    check_length(request, max_bytes)
+    # The body limits (413) are enforced as the body arrives by riskengine.service.limits.
     kind = media_type(request)
     if kind == "application/json" or kind.endswith("+json"):
         body = await request.body()
@@ -95,17 +96,17 @@ async def _read_batch(request: Request, max_bytes: int, max_rows: int) -> pd.Dat
                         503: {"description": "The manifest model is not available"}})
 async def post_manifests(
     request: Request, store: StoreDep, scorer: ScorerDep, broadcaster: BroadcasterDep,
-    settings: SettingsDep, config: QueueConfigDep,
-    x_actor: Annotated[str | None, Header(description="Who sends the batch (audit).")] = None,
+    settings: SettingsDep, config: QueueConfigDep, caller: AnalystDep,
 ) -> IngestResponse:
     """Validate, upsert (idempotent), score new/changed manifests, re-plan their queues.
 
     Rows that fail validation come back in `rejects` with their reasons (200); the rest go on.
+    The audit names the caller's token as the actor.
     """
     raw = await _read_batch(request, settings.max_upload_bytes, settings.max_batch_rows)
     try:
         report = await run_in_threadpool(ingest_manifests, store, scorer, raw, config,
-                                         actor=x_actor or settings.actor)
+                                         actor=caller.name)
     except SchemaError as exc:
         raise HTTPException(422, str(exc)) from exc
     if report.inserted or report.updated or report.plan.decisions:
@@ -125,7 +126,7 @@ async def post_manifests(
 
 
 @router.get("/{manifest_id}", summary="One stored manifest with its current queue state")
-def get_manifest(manifest_id: str, store: StoreDep) -> dict[str, Any]:
+def get_manifest(manifest_id: str, store: StoreDep, _: OfficerDep) -> dict[str, Any]:
     """The manifest as stored (normalised), its latest scores, lane, selection and outcome."""
     row = store.manifests([manifest_id])
     group = tuple(row.loc[0, ["port", "terminal", "shift"]].astype(str))

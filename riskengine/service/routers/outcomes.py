@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
+from riskengine.service.auth import OfficerDep
 from riskengine.service.deps import BroadcasterDep, StoreDep
 from riskengine.service.routers._util import records
 from riskengine.service.schemas import HitRate, OutcomeIn, OutcomeOut, OutcomeRow
@@ -15,11 +16,16 @@ router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
 @router.post("", response_model=OutcomeOut, status_code=status.HTTP_201_CREATED,
              summary="Record an inspection result",
              responses={404: {"description": "Unknown manifest id"}, 422: {"description": "Invalid body"}})
-async def post_outcome(body: OutcomeIn, store: StoreDep, broadcaster: BroadcasterDep) -> OutcomeOut:
-    """Seizure (with the amount) or nothing found; a later record corrects an earlier one."""
+async def post_outcome(body: OutcomeIn, store: StoreDep, broadcaster: BroadcasterDep,
+                       caller: OfficerDep) -> OutcomeOut:
+    """Seizure (with the amount) or nothing found; a later record corrects an earlier one.
+
+    The audit actor is the caller's token; an `actor` named in the body is kept in the audit
+    details as the officer the record speaks for."""
     try:
-        outcome_id = await run_in_threadpool(store.record_outcome, body.manifest_id, body.result,
-                                             body.amount_kg, body.notes, body.actor)
+        outcome_id = await run_in_threadpool(
+            lambda: store.record_outcome(body.manifest_id, body.result, body.amount_kg, body.notes,
+                                         caller.name, reported_by=body.actor))
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
     state = await run_in_threadpool(store.outcomes)
@@ -33,12 +39,12 @@ async def post_outcome(body: OutcomeIn, store: StoreDep, broadcaster: Broadcaste
 
 
 @router.get("", response_model=list[OutcomeRow], summary="Latest outcome per inspected container")
-def get_outcomes(store: StoreDep) -> list[OutcomeRow]:
+def get_outcomes(store: StoreDep, _: OfficerDep) -> list[OutcomeRow]:
     return [OutcomeRow.model_validate(r) for r in records(store.outcomes())]
 
 
 @router.get("/hit-rates", response_model=list[HitRate], summary="Hit rates per lane, random vs targeted")
-def get_hit_rates(store: StoreDep) -> list[HitRate]:
+def get_hit_rates(store: StoreDep, _: OfficerDep) -> list[HitRate]:
     """Share of inspections with a seizure, with Wilson 95% intervals; the random picks are the
     unbiased estimate of what a lane would find."""
     return [HitRate.model_validate(r) for r in records(store.hit_rates())]

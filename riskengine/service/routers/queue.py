@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from riskengine.service.auth import OfficerDep
 from riskengine.service.deps import StoreDep
 from riskengine.service.routers._util import records
 from riskengine.service.schemas import QueueGroup, QueueItem, QueueResponse
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/api/queue", tags=["queue"])
 
 @router.get("", response_model=QueueResponse, summary="The current queue")
 def get_queue(
-    store: StoreDep,
+    store: StoreDep, _: OfficerDep,
     port: Annotated[str, Query(min_length=1, description="UN/LOCODE of the port, e.g. NLRTM.")],
     terminal: Annotated[str | None, Query(description="Terminal, e.g. NLRTM-ECT (all when absent).")] = None,
     shift: Annotated[str | None, Query(description="Shift, e.g. 2026-03-12/S1 (all when absent).")] = None,
@@ -33,6 +34,6 @@ def get_queue(
 
 
 @router.get("/groups", response_model=list[QueueGroup], summary="Ports, terminals and shifts")
-def get_groups(store: StoreDep) -> list[QueueGroup]:
+def get_groups(store: StoreDep, _: OfficerDep) -> list[QueueGroup]:
     """Every (port, terminal, shift) that holds manifests, with the number of containers."""
     return [QueueGroup.model_validate(r) for r in records(store.groups())]

@@ -6,13 +6,14 @@ import json
 import re
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from riskengine.service.auth import AnalystDep, OfficerDep
 from riskengine.service.deps import (
     BroadcasterDep,
     QueueConfigDep,
@@ -20,7 +21,7 @@ from riskengine.service.deps import (
     StoreDep,
     TriagerDep,
 )
-from riskengine.service.routers._util import check_length, media_type
+from riskengine.service.routers._util import media_type
 from riskengine.service.schemas import ScanPathRequest, ScanResponse
 from riskengine.service.settings import Settings
 from riskengine.service.workflow import ingest_scan
@@ -75,14 +76,13 @@ def _check_scan_id(scan_id: str | None) -> str:
                         503: {"description": "The scan model is not available"}})
 async def post_scan(
     request: Request, store: StoreDep, triager: TriagerDep, broadcaster: BroadcasterDep,
-    settings: SettingsDep, config: QueueConfigDep,
-    x_actor: Annotated[str | None, Header(description="Who records the scan (audit).")] = None,
+    settings: SettingsDep, config: QueueConfigDep, caller: AnalystDep,
 ) -> ScanResponse:
     """Triage the scan (concealment score, heatmap, empty/loaded, cargo class, mass), fuse the
-    evidence with the manifest risk and decide the physical inspections of the shift."""
+    evidence with the manifest risk and decide the physical inspections of the shift. The audit
+    names the caller's token as the actor."""
     from scanvision.io import read_scan, read_scan_bytes
 
-    check_length(request, settings.max_upload_bytes)
     kind = media_type(request)
     upload: bytes | None = None
     if kind == "multipart/form-data":
@@ -128,7 +128,7 @@ async def post_scan(
         image_path.write_bytes(upload)
     try:
         report = await run_in_threadpool(
-            ingest_scan, store, triager, scan, manifest_id, config, actor=x_actor or settings.actor,
+            ingest_scan, store, triager, scan, manifest_id, config, actor=caller.name,
             image_path=str(image_path), overlay_dir=Path(settings.data_dir) / "overlays", scan_id=scan_id)
     except Exception as exc:
         if store_copy:
@@ -157,7 +157,7 @@ async def post_scan(
 
 @router.get("/{manifest_id}/overlay.png", response_class=FileResponse, summary="Heatmap overlay",
             responses={200: {"content": {"image/png": {}}}, 404: {"description": "No scan or overlay"}})
-def get_overlay(manifest_id: str, store: StoreDep) -> FileResponse:
+def get_overlay(manifest_id: str, store: StoreDep, _: OfficerDep) -> FileResponse:
     """The latest scan of the container in grey with the concealment heatmap on top."""
     scan = store.latest_scan(manifest_id)
     if scan is None:
