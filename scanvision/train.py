@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from scanvision.export import pad_batch, save_model_dir
 from scanvision.io import (
+    DISPLAY_LOG_RANGE,
     Scan,
     display8_to_transmission,
     raw16_to_transmission,
@@ -63,6 +64,8 @@ NOMINAL_MU_M_CM2_G = 0.027
 #: Threat mass bins (kg) reported in the model card.
 MASS_BINS_KG: tuple[tuple[float, float], ...] = ((1, 5), (5, 20), (20, 100), (100, 500), (500, 5000))
 MASS_FEATURES = ("physics_kg", "scan_length_m", "scan_height_m")
+#: Range of display log-windows (attenuation shown from white to black) used for training.
+DISPLAY_WINDOW_RANGE = (1.0, 6.0)
 
 
 @dataclass
@@ -94,7 +97,7 @@ class TrainConfig:
     """
 
     model_name: str = "triage_mnv3s_075"
-    epochs: int = 18
+    epochs: int = 32
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -195,7 +198,8 @@ def build_sample(
     """Turn one full-resolution scan + mask + sidecar into a :class:`Sample`.
 
     The raw variant is the 16-bit-quantised transmission; the display variant is
-    :func:`scanvision.synth.to_display8` with a random window read back as a display image.
+    :func:`scanvision.synth.to_display8` with a random (often hard) window, read back as a
+    display image.
     Both go through :func:`scanvision.preprocess.preprocess`.
     """
     from scanvision.synth import to_display8
@@ -209,7 +213,11 @@ def build_sample(
     variants = [Variant(x.astype(np.float16),
                         mask_fraction(mask, x.shape[2], x.shape[1]).astype(np.float16), "raw16")]
     if with_display and pcfg.channels == 1:
-        d8 = to_display8(t, rng)
+        # Scanner software windows much harder than the default: real display images show an
+        # empty container's walls light grey and dense cargo saturated black. Compressing the
+        # attenuation range before to_display8 widens its random window accordingly.
+        window = float(np.exp(rng.uniform(np.log(DISPLAY_WINDOW_RANGE[0]), np.log(DISPLAY_WINDOW_RANGE[1]))))
+        d8 = to_display8(np.power(t, np.float32(DISPLAY_LOG_RANGE / window)), rng)
         ds = Scan(display8_to_transmission(d8), None, "display8", None, d8.shape[1], d8.shape[0])
         xd = preprocess(ds, pcfg)
         variants.append(Variant(xd.astype(np.float16),
@@ -956,14 +964,21 @@ def write_model_card(out_dir: str | Path, config: dict[str, Any], evaluation: di
         f"scans seed {tr['val_seed']} ({tr['n_val']} scans), test scans seed {evaluation['seed']} "
         f"({evaluation['count']} scans, never used in training or model selection). Scan *i* of a "
         "seed equals scan *i* of `riskengine generate scans --seed SEED --count N "
-        f"--threat-rate {tr['threat_rate']}`. Training took {tr['train_seconds'] / 60:.1f} min "
-        f"on {tr['threads']} CPU threads (best epoch {tr['best_epoch']} of {tr['config']['epochs']}).",
+        f"--threat-rate {tr['threat_rate']}`; training scans are rendered at "
+        f"{tr['config']['render_pixel_mm'] or 5} mm pixels (dose scaled to the pixel area), "
+        "validation and test scans at the native 5 mm.",
+        "",
+        f"Build time: {tr.get('build_seconds', 0) / 60:.1f} min in all (scan generation "
+        f"{tr['generate_seconds'] / 60:.1f} min with {tr['config']['workers']} processes, training "
+        f"{tr['train_seconds'] / 60:.1f} min on {tr['threads']} CPU thread(s), best epoch "
+        f"{tr['best_epoch']} of {tr['config']['epochs']}; the rest: export, test, timing).",
         "",
         "## Model",
         "",
         f"- Architecture `{config['model_name']}`: torchvision MobileNetV3-small features "
-        f"(width x{config['architecture']['width_mult']}, `weights=None`, trained from scratch), "
-        f"{tr['parameters']:,} parameters; 1-channel stem (log-attenuation); a stride-16 "
+        f"(width x{config['architecture']['width_mult']}, `weights=None`, trained from scratch, "
+        "squeeze-and-excitation blocks removed so that every output cell depends only on its "
+        f"neighbourhood), {tr['parameters']:,} parameters; 1-channel stem (log-attenuation); a stride-16 "
         "feature-pyramid heatmap head; image score = top-k mean of the heatmap logits "
         f"(k={config['architecture']['topk']}), learned affine, Platt calibration; empty and "
         "cargo-class heads on masked global average pooling.",
@@ -975,6 +990,13 @@ def write_model_card(out_dir: str | Path, config: dict[str, Any], evaluation: di
         "- Score calibration: Platt scaling fitted on the validation scans at a "
         f"{tr['threat_rate']:.0%} threat prevalence, so `score / (1 - score)` is the image "
         "likelihood ratio when the prevalence is 50 %.",
+        "- Training: AdamW, one-cycle learning rate, batches of "
+        f"{tr['config']['batch_size']}; every scan both as raw 16-bit transmission and as an "
+        "8-bit display image (random, often hard window; downscale; JPEG) through the same "
+        "preprocessing; random crops and zoom, air padding, flips, attenuation gain, noise, "
+        f"random display gamma. Losses: heatmap-cell BCE (positive cells weighted "
+        f"x{tr['config']['pos_weight']:g}), image-score BCE, empty BCE, cargo-class "
+        "cross-entropy. The epoch with the best validation detection is kept.",
         "- Mass: `sum(-ln T) / mu * pixel area` over the raw 16-bit image, mapped to the cargo "
         "mass by a linear fit on the training scans (subtracts container and chassis); "
         "`null` for 8-bit display images.",
@@ -1091,6 +1113,22 @@ def write_model_card(out_dir: str | Path, config: dict[str, Any], evaluation: di
     return path
 
 
+def write_card_from_sidecar(model_dir: str | Path) -> Path:
+    """(Re)write ``MODEL_CARD.md`` and ``pd_vs_mass.png`` from the metrics in ``config.json``."""
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    evaluation = (config.get("metrics") or {}).get("test")
+    if not evaluation:
+        raise ValueError(
+            f"{model_dir}/config.json holds no test metrics; build the model with "
+            "`python -m scanvision.train` to evaluate it first"
+        )
+    plot_pd_vs_mass(evaluation, model_dir / "pd_vs_mass.png")
+    return write_model_card(model_dir, config, evaluation,
+                            config["metrics"].get("real_display_images"),
+                            config["training"].get("command", ""))
+
+
 def build_shipped_model(
     out_dir: str | Path,
     *,
@@ -1142,9 +1180,10 @@ def build_shipped_model(
     config["metrics"]["onnx_model_only_40ft"] = [time_model_only(out_dir, w) for w in (576, 768)]
     if reference is not None:
         config["metrics"]["real_display_images"] = reference
+    config["training"]["build_seconds"] = round(time.perf_counter() - t0, 1)
+    config["training"]["command"] = command
     config_path.write_text(json.dumps(config, indent=2) + "\n")
-    plot_pd_vs_mass(evaluation, Path(out_dir) / "pd_vs_mass.png")
-    write_model_card(out_dir, config, evaluation, reference, command)
+    write_card_from_sidecar(out_dir)
     logger.info("built %s in %.1f min", out_dir, (time.perf_counter() - t0) / 60)
     return {"out": str(out_dir), "minutes": round((time.perf_counter() - t0) / 60, 1),
             "test": evaluation, "reference": reference}
@@ -1165,8 +1204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="directory of real display JPEGs to report in the card (not trained on)")
     parser.add_argument("--workers", type=int, default=2, help="processes rendering scans")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (at most 2)")
+    parser.add_argument("--card-only", action="store_true",
+                        help="only rewrite MODEL_CARD.md and the plot from --out's config.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.card_only:
+        write_card_from_sidecar(args.out)
+        return 0
     cfg = TrainConfig(model_name=args.model, epochs=args.epochs, seed=args.seed,
                       workers=args.workers, threads=args.threads)
     parts = ["python -m scanvision.train", f"--generate {args.generate}", f"--val {args.val}",
