@@ -14,8 +14,8 @@ archive; each input chunk becomes one Parquet *part* in the output directory:
 
 A part is written under a hidden temporary name and then linked into place atomically, so a
 part that exists is complete. A rerun after a crash skips finished parts (for Parquet without
-even reading them) and never writes a part twice; every input row ends up either in a score
-part or in a quarantine part.
+even reading them), never writes a part twice and removes the temporary files a killed run
+left behind; every input row ends up either in a score part or in a quarantine part.
 
 The same :func:`score_chunk` runs locally or on a Dask cluster (``dask.dataframe`` over the
 chunk plan, one task per chunk, ``distributed`` for scheduling and progress): ``dask="local"``
@@ -485,6 +485,24 @@ def _check_run_file(out: Path, settings: dict[str, Any]) -> None:
         )
 
 
+def _remove_leftover_temporaries(out: Path) -> int:
+    """Delete the hidden temporary files (``.<name>.<hex>.tmp``) of a run that was killed.
+
+    A part is linked into place from its temporary file, so a temporary file never holds a
+    finished part; one that is left when a run starts belongs to a run that died before its
+    ``finally`` could remove it (SIGKILL, power cut). One run per output directory at a time.
+    """
+    removed = 0
+    for folder in (out, out / QUARANTINE_DIR):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    if removed:
+        log.warning("removed %d temporary file(s) left in %s by an interrupted run", removed, out)
+    return removed
+
+
 def _write_run_file(out: Path, settings: dict[str, Any], summary: RescoreSummary | None) -> None:
     body = {**settings, "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "last_summary": None if summary is None else summary.to_dict()}
@@ -608,6 +626,7 @@ def rescore(
                     "chunk_rows": chunk_rows, "reasons": reasons,
                     "inputs": [str(f) for f in files]}
         _check_run_file(out, settings)
+        _remove_leftover_temporaries(out)
         _write_run_file(out, settings, None)
         summary = RescoreSummary(out_dir=str(out), inputs=[str(f) for f in files],
                                  chunk_rows=chunk_rows, reasons=reasons, model_sha256=fingerprint)

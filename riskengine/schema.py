@@ -227,6 +227,8 @@ def imo_valid(imo: pd.Series) -> pd.Series:
 def _detect_encoding(sample: bytes) -> str:
     if sample.startswith(b"\xef\xbb\xbf"):
         return "utf-8-sig"
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"  # the codec reads the byte-order mark
     try:
         sample.decode("utf-8")
         return "utf-8"
@@ -234,6 +236,12 @@ def _detect_encoding(sample: bytes) -> str:
         # A multi-byte character may be cut at the sample's end.
         if exc.start >= len(sample) - 3:
             return "utf-8"
+        try:
+            sample.decode("cp1252")
+        except UnicodeDecodeError:
+            # Bytes Windows-1252 leaves undefined (0x81, 0x8D, ...): Latin-1 maps every byte.
+            log.warning("input is neither UTF-8 nor Windows-1252 (byte %d); reading it as Latin-1", exc.start)
+            return "latin-1"
         log.warning("input is not UTF-8 (byte %d); reading it as Windows-1252", exc.start)
         return "cp1252"
 
@@ -280,7 +288,14 @@ def _iter_parquet(p: Path, chunk_rows: int, columns: list[str] | None) -> Iterat
     if columns is not None:
         cols = [c for c in columns if c in pf.schema_arrow.names]
     start = 0
-    for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):
+    batches = pf.iter_batches(batch_size=chunk_rows, columns=cols)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # a damaged page surfaces only when it is read
+            raise ValueError(f"cannot read Parquet file {p} after row {start}: {exc}") from exc
         df = batch.to_pandas()
         df[ROW_COLUMN] = np.arange(start + 1, start + len(df) + 1)
         start += len(df)
@@ -296,6 +311,13 @@ def _iter_csv(p: Path, chunk_rows: int, columns: list[str] | None) -> Iterator[p
         sample = fh.read(1 << 20)
     if not sample.strip():
         raise ValueError(f"manifest file is empty: {p}")
+    nul = sample.find(b"\x00")
+    if nul >= 0 and not sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(
+            f"{p} is not a text CSV file: it holds NUL bytes (the first at byte {nul}), as binary "
+            "files do. Expected delimited text (UTF-8, UTF-16 with a byte-order mark, or "
+            "Windows-1252); export the manifests as CSV or Parquet."
+        )
     encoding = _detect_encoding(sample)
     text = sample.decode(encoding, errors="replace")
     delimiter = _detect_delimiter(text)
@@ -331,9 +353,12 @@ def _iter_csv(p: Path, chunk_rows: int, columns: list[str] | None) -> Iterator[p
     with opener() as fh:
         if encoding == "utf-8-sig":
             fh.read(3)
+        stream = fh
+        if encoding != "utf-16":  # the cap counts single-byte newlines
+            stream = io.BufferedReader(_LineCappedReader(fh, MAX_LINE_BYTES), buffer_size=1 << 20)
         try:
-            reader = pacsv.open_csv(fh, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
-        except pa.ArrowInvalid as exc:
+            reader = pacsv.open_csv(stream, read_options=read_opts, parse_options=parse_opts, convert_options=conv_opts)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot parse CSV file {p}: {exc}") from exc
         emitted = 0
         pending: list[pd.DataFrame] = []
@@ -343,8 +368,12 @@ def _iter_csv(p: Path, chunk_rows: int, columns: list[str] | None) -> Iterator[p
                 batch = reader.read_next_batch()
             except StopIteration:
                 break
-            except pa.ArrowInvalid as exc:
-                raise ValueError(f"cannot parse CSV file {p} after row {emitted + pending_rows}: {exc}") from exc
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                hint = ""
+                if isinstance(exc, UnicodeDecodeError) or "UTF8" in str(exc):
+                    hint = (f" (read as {encoding} from its first MiB; the file mixes encodings: "
+                            "convert it to UTF-8)")
+                raise ValueError(f"cannot parse CSV file {p} after row {emitted + pending_rows}: {exc}{hint}") from exc
             if batch.num_rows:
                 pending.append(batch.to_pandas())
                 pending_rows += batch.num_rows
@@ -364,6 +393,13 @@ def _split_malformed(malformed, header, delimiter):
     good: list[tuple[int | None, list[str]]] = []
     bad: list[tuple[int | None, str, str]] = []
     for number, text in malformed:
+        if (text or "").startswith(_LONG_LINE_MARK):
+            size = text[len(_LONG_LINE_MARK):].strip()
+            bad.append((None if number is None else number - 1,
+                        f"line is {int(size or 0):,} bytes long, more than the limit of "
+                        f"{MAX_LINE_BYTES:,} bytes per line, and was not read (a manifest line is a "
+                        "few hundred bytes: look for a pasted document or a missing line break)", ""))
+            continue
         lines = (text or "").split("\n")
         for k, line in enumerate(lines):
             line_no = None if number is None else number - 1 + k  # pyarrow counts the header line
@@ -408,6 +444,84 @@ def _emit_csv_chunk(pending, malformed, emitted, header, delimiter):
     out = pd.concat(frames, ignore_index=True).sort_values(ROW_COLUMN, kind="stable").reset_index(drop=True)
     yield out
     return emitted + total
+
+
+#: Longest CSV line read; a longer line becomes one rejected row (memory stays bounded).
+MAX_LINE_BYTES = 1 << 20
+_LONG_LINE_MARK = "\x1fline-too-long:"
+
+
+class _LineCappedReader(io.RawIOBase):
+    """A byte stream passed through unchanged, except that a line longer than ``limit`` bytes is
+    replaced by one short marker line (which the CSV parser refuses, so it becomes a rejected
+    row). One runaway field, such as a 20 MB goods description, then costs one row, not the
+    memory or the whole file. At most ``limit`` bytes of a line are held at a time.
+    """
+
+    _PIECE = 1 << 20
+
+    def __init__(self, raw, limit: int) -> None:
+        super().__init__()
+        self._raw, self._limit = raw, limit
+        self._out = bytearray()   # bytes ready to hand out
+        self._line = bytearray()  # the current, unfinished line
+        self._skipped = 0         # bytes of the over-long line being dropped (0: none)
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._out and not self._eof:
+            self._fill()
+        n = min(len(b), len(self._out))
+        b[:n] = self._out[:n]
+        del self._out[:n]
+        return n
+
+    def _marker(self) -> bytes:
+        size, self._skipped = self._skipped, 0
+        return f"{_LONG_LINE_MARK}{size}\n".encode("ascii")
+
+    def _fill(self) -> None:
+        data = self._raw.read(self._PIECE)
+        if not data:
+            self._eof = True
+            if self._skipped:
+                self._out += self._marker()
+            self._out += self._line
+            self._line = bytearray()
+            return
+        nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        if not self._skipped:
+            if not len(nl):
+                if len(self._line) + len(data) <= self._limit:
+                    self._line += data
+                    return
+            elif (len(self._line) + nl[0] + 1 <= self._limit and len(data) - nl[-1] - 1 <= self._limit
+                  and (len(nl) < 2 or np.diff(nl).max() <= self._limit)):
+                self._out += self._line
+                self._out += data[: nl[-1] + 1]
+                self._line = bytearray(data[nl[-1] + 1:])
+                return
+        # An over-long line starts or continues in this piece: go line by line (rare).
+        start = 0
+        for end in [*nl.tolist(), None]:
+            seg = data[start:] if end is None else data[start: end + 1]
+            if self._skipped or len(self._line) + len(seg) > self._limit:
+                self._skipped += len(self._line) + len(seg)
+                self._line = bytearray()
+                if end is not None:
+                    self._out += self._marker()
+            elif end is None:
+                self._line += seg
+            else:
+                self._out += self._line
+                self._out += seg
+                self._line = bytearray()
+            if end is None:
+                break
+            start = end + 1
 
 
 def _open_maybe_gzip(p: Path):
@@ -750,11 +864,16 @@ def _parse_datetime(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
         parsed = s
         if getattr(s.dt, "tz", None) is not None:
             parsed = s.dt.tz_convert("UTC").dt.tz_localize(None)
-        return parsed.astype("datetime64[ns]"), np.zeros(len(s), dtype=bool)
-    clean = _clean_str(s)
-    parsed = pd.to_datetime(clean, errors="coerce", utc=True, format="ISO8601")
-    parsed = parsed.dt.tz_localize(None).astype("datetime64[ns]")
-    bad = clean.notna().to_numpy() & parsed.isna().to_numpy()
+        given = parsed.notna().to_numpy()
+    else:
+        clean = _clean_str(s)
+        parsed = pd.to_datetime(clean, errors="coerce", utc=True, format="ISO8601").dt.tz_localize(None)
+        given = clean.notna().to_numpy()
+    # Years outside 1677-2262 do not fit in nanoseconds (a placeholder such as 0001-01-01, or a
+    # typo): they fail like any unreadable date instead of failing the whole batch.
+    in_range = parsed.isna() | ((parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max))
+    parsed = parsed.where(in_range).astype("datetime64[ns]")
+    bad = given & parsed.isna().to_numpy()
     return parsed, bad
 
 

@@ -193,7 +193,8 @@ class FieldFrame:
         if kind == "str":
             if isinstance(col.dtype, pd.CategoricalDtype):
                 col = col.astype(object)
-            text = col.astype("str")
+            # pandas < 3 turns None/NaN into the strings "None"/"nan" here: keep them missing.
+            text = col.astype("str").where(col.notna().to_numpy())
             missing = (text.isna() | (text.str.strip() == "")).to_numpy(dtype=bool)
             prepared: tuple[Any, np.ndarray] = (text, missing)
         elif kind == "num":
@@ -418,7 +419,8 @@ def _parse_operand(name: str, kind: str, op: str, value: Any) -> tuple[Any, re.P
         raise ValueError(f"{what} is {len(value)} characters long; the limit is {MAX_REGEX_CHARS}")
     try:
         return value, re.compile(value)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:
+        # OverflowError: a repeat count above 2**32 - 1; RecursionError: groups nested too deep.
         raise ValueError(f"{what} {value!r} is not a valid regular expression: {exc}") from exc
 
 
