@@ -674,3 +674,16 @@ def test_serve_cli_auth_switch(monkeypatch, tmp_path):
     r = runner.invoke(cli_main, ["serve", "--db", db])
     assert r.exit_code == 0 and seen["app"].state.settings.auth is True
 
+
+
+def test_unreadable_upload_names_the_upload_not_a_server_path(client):
+    """A file the reader cannot use gives 422 naming the upload; no server temp path leaks."""
+    import tempfile
+
+    garbage = bytes(range(256)) * 64
+    r = client.post("/api/manifests", files={"file": ("arrivals.parquet", garbage, "application/octet-stream")})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith("cannot read the uploaded manifests")
+    assert tempfile.gettempdir() not in detail and "upload.parquet" not in detail
+    assert "arrivals.parquet" in detail

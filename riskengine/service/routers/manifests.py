@@ -64,10 +64,11 @@ async def _read_batch(request: Request, max_bytes: int, max_rows: int) -> pd.Dat
         if upload is None or isinstance(upload, str):
             raise HTTPException(422, "multipart upload needs a file field named 'file' (CSV or Parquet)")
         data = await upload.read()
-        suffix = Path(upload.filename or "upload.csv").suffix.lower() or ".csv"
+        upload_name = Path(upload.filename or "upload.csv").name
+        suffix = Path(upload_name).suffix.lower() or ".csv"
     elif kind in ("text/csv", "application/csv", "text/plain"):
         data = await request.body()
-        suffix = ".csv"
+        upload_name, suffix = "the request body", ".csv"
     else:
         raise HTTPException(415, f"unsupported content type {kind or '(none)'!r}: send application/json, "
                                  "text/csv or multipart/form-data with a 'file'")
@@ -81,7 +82,9 @@ async def _read_batch(request: Request, max_bytes: int, max_rows: int) -> pd.Dat
         try:
             raw = await run_in_threadpool(read_manifests, path)
         except ValueError as exc:
-            raise HTTPException(422, f"cannot read the uploaded manifests: {exc}") from exc
+            # The reader names the file it read: show the upload's name, not a server path.
+            message = str(exc).replace(str(path), upload_name).replace(str(tmp), "")
+            raise HTTPException(422, f"cannot read the uploaded manifests: {message}") from exc
     if raw.empty:
         raise HTTPException(422, "the upload holds no manifest rows")
     if len(raw) > max_rows:
