@@ -220,7 +220,8 @@ def ingest_scenario(backend: str, url_a: str, url_b: str, data: Path, work: Path
             "batches", "batches_skipped")}},
         "clean_run": {"seconds": clean_s, "rows_per_s": clean.get("rows_per_s"), **{k: clean[k] for k in (
             "rows", "valid", "rejected", "inserted", "updated", "unchanged", "decisions", "batches")}},
-        "rows_in_equals_valid_plus_quarantined": resumed["rows"] == resumed["valid"] + resumed["rejected"] == len(qra),
+        "rows_in_equals_valid_plus_quarantined": (resumed["rows"] == resumed["valid"] + resumed["rejected"]
+                                                   and resumed["rejected"] == len(qra)),
         "crashed_then_resumed": {**ca, "quarantined_rows": len(qra), "quarantine_sha256": frame_sha256(qra)},
         "uninterrupted": {**cb, "quarantined_rows": len(qrb), "quarantine_sha256": frame_sha256(qrb)},
         "temporary_files_left": tmp_left,
