@@ -117,7 +117,46 @@ def api_cases(cases: Any, work: Path) -> dict[str, Any]:
             body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
             results["scans"].append({"case": case.name, "status": r.status_code,
                                      "detail": _no_tmp(str(body.get("detail", r.text)))[:400]})
+        results["requests"] = request_cases(client, app)
     return results
+
+
+def request_cases(client: Any, app: Any) -> list[dict[str, Any]]:
+    """Malformed requests: invalid JSON, bodies over the limits (declared and streamed), wrong types."""
+    settings = app.state.settings
+    big_json = settings.max_json_bytes + 1024
+    big_upload = settings.max_upload_bytes + 1024
+
+    def streamed(n: int, chunk: int = 1 << 20):
+        sent = 0
+        while sent < n:
+            step = min(chunk, n - sent)
+            sent += step
+            yield b"x" * step
+
+    reqs: list[tuple[str, str, dict[str, Any]]] = [
+        ("invalid_json", "a JSON body cut in the middle",
+         {"content": b'{"manifests": [{"manifest_id": "M1", ', "headers": {"content-type": "application/json"}}),
+        ("json_not_an_object", "a JSON list instead of an object",
+         {"content": b"[1, 2, 3]", "headers": {"content-type": "application/json"}}),
+        ("json_over_limit", f"a JSON body of {big_json:,} bytes (limit {settings.max_json_bytes:,})",
+         {"content": b'{"manifests": "' + b"x" * big_json + b'"}', "headers": {"content-type": "application/json"}}),
+        ("csv_streamed_over_limit", f"a CSV body streamed without Content-Length, {big_upload:,} bytes "
+                                    f"(limit {settings.max_upload_bytes:,})",
+         {"content": streamed(big_upload), "headers": {"content-type": "text/csv"}}),
+        ("wrong_content_type", "an XML body",
+         {"content": b"<manifests/>", "headers": {"content-type": "application/xml"}}),
+    ]
+    out = []
+    for name, what, kwargs in reqs:
+        r = client.post("/api/manifests", **kwargs)
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        out.append({"case": name, "input": what, "status": r.status_code,
+                    "detail": _no_tmp(str(body.get("detail", r.text)))[:400]})
+    r = client.post("/api/outcomes", json={"manifest_id": "M1", "result": "maybe"})
+    out.append({"case": "outcome_bad_value", "input": "POST /api/outcomes with result 'maybe'",
+                "status": r.status_code, "detail": _no_tmp(str(r.json().get("detail", r.text)))[:400]})
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +229,11 @@ def markdown(result: dict[str, Any]) -> str:
                   "| case | HTTP status | answer |", "|---|---|---|"]
         for r in api["scans"]:
             lines.append(f"| {r['case']} | {r['status']} | {_cell(r['detail'])} |")
+        if api.get("requests"):
+            lines += ["", "Malformed requests (`POST /api/manifests` unless said otherwise):", "",
+                      "| case | request | HTTP status | answer |", "|---|---|---|---|"]
+            for r in api["requests"]:
+                lines.append(f"| {r['case']} | {_cell(r['input'])} | {r['status']} | {_cell(r['detail'])} |")
     lines += ["", "Regenerate: `python benchmarks/bad_inputs.py`.", ""]
     return "\n".join(lines)
 
