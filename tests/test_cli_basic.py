@@ -47,3 +47,18 @@ def test_train_without_arguments_is_a_usage_error():
     res = CliRunner().invoke(main, ["train"])
     assert res.exit_code == 2
     assert "--data" in res.output
+
+
+def test_cli_logging_drops_a_warning_repeated_back_to_back():
+    """The same warning twice in a row prints once; a different one in between prints again."""
+    import logging
+
+    from riskengine.cli import _RepeatFilter
+
+    f = _RepeatFilter()
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("riskengine.schema", logging.WARNING, __file__, 1, msg, None, None)
+
+    kept = [f.filter(rec(m)) for m in ("122 bad IMO", "122 bad IMO", "1 bad IMO", "122 bad IMO")]
+    assert kept == [True, False, True, True]

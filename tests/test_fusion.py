@@ -2,7 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskengine.fusion import FusionConfig, ImageCalibration, fit_image_calibration, fuse, logit, sigmoid
+from riskengine.fusion import (
+    FusionConfig,
+    ImageCalibration,
+    fit_image_calibration,
+    fuse,
+    logit,
+    sigmoid,
+)
 
 
 def manifests(**extra):

@@ -24,6 +24,29 @@ def main(verbose: int) -> None:
 
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _RepeatFilter) for f in handler.filters):
+            handler.addFilter(_RepeatFilter())
+
+
+class _RepeatFilter:
+    """Drops a log record identical to the one just before it (same logger, level, text).
+
+    A batch validated twice on its way (the command, then the scorer) would otherwise print the
+    same warning twice in a row.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[str, int, str] | None = None
+
+    def filter(self, record: object) -> bool:
+        import logging
+
+        assert isinstance(record, logging.LogRecord)
+        key = (record.name, record.levelno, record.getMessage())
+        repeat = key == self._last
+        self._last = key
+        return not repeat
 
 
 @main.group(cls=ExitOnError)
@@ -62,7 +85,7 @@ def train(ctx: click.Context, data: tuple[str, ...], schema: str | None, out: st
 
 
 # Command modules register themselves on `main` / `generate` when imported.
-from riskengine.cli import validate_cmd as _validate_cmd  # noqa: E402,F401
 from riskengine.cli import _optional  # noqa: E402
+from riskengine.cli import validate_cmd as _validate_cmd  # noqa: E402,F401
 
 _optional.register_all()
