@@ -151,10 +151,9 @@ def quarantine_part_name(path: str | Path, batch: int, fmt: str = "parquet") -> 
     Example: ``quarantine_part_name("/data/arrivals.csv", 3)`` gives
     ``"quarantine-arrivals-<10 hex digits>-00003.parquet"``.
     """
-    p = Path(path).resolve()
-    stem = p.name.split(".")[0][:60] or "input"
-    digest = hashlib.sha1(str(p).encode()).hexdigest()[:10]
-    return f"quarantine-{stem}-{digest}-{batch:05d}.{fmt}"
+    from riskengine.rescore import source_tag
+
+    return f"quarantine-{source_tag(path)}-{batch:05d}.{fmt}"
 
 
 def write_quarantine_part(rejects: pd.DataFrame, path: Path, *, source: str, batch: int) -> Path:

@@ -127,10 +127,15 @@ def part_name(source: str | Path, index: int) -> str:
     Example: ``part_name("/data/2026-03.parquet", 7)`` gives
     ``"part-2026-03-<10 hex digits>-00007.parquet"``.
     """
+    return f"part-{source_tag(source)}-{index:05d}.parquet"
+
+
+def source_tag(source: str | Path) -> str:
+    """``<stem>-<10 hex digits of the absolute path's SHA-1>``: names output files after an
+    input, readable, and apart from an input of the same name in another folder."""
     p = Path(source).resolve()
     stem = p.name.split(".")[0][:60] or "input"
-    digest = hashlib.sha1(str(p).encode()).hexdigest()[:10]
-    return f"part-{stem}-{digest}-{index:05d}.parquet"
+    return f"{stem}-{hashlib.sha1(str(p).encode()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)
