@@ -201,15 +201,9 @@ def read_quarantine(folder: str | Path) -> pd.DataFrame:
 
 def remove_leftover_temporaries(folder: str | Path) -> int:
     """Delete the hidden temporary files a killed run left in a quarantine folder."""
-    removed = 0
-    folder = Path(folder)
-    if folder.is_dir():
-        for tmp in folder.glob(".quarantine-*.tmp"):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    if removed:
-        log.warning("removed %d temporary file(s) left in %s by an interrupted run", removed, folder)
-    return removed
+    from riskengine.rescore import remove_temporary_files
+
+    return remove_temporary_files((folder,), ".quarantine-*.tmp", folder)
 
 
 # --------------------------------------------------------------------------------------------

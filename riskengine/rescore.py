@@ -497,14 +497,19 @@ def _remove_leftover_temporaries(out: Path) -> int:
     finished part; one that is left when a run starts belongs to a run that died before its
     ``finally`` could remove it (SIGKILL, power cut). One run per output directory at a time.
     """
+    return remove_temporary_files((out, out / QUARANTINE_DIR), ".*.tmp", out)
+
+
+def remove_temporary_files(folders: Sequence[str | Path], pattern: str, where: str | Path) -> int:
+    """Delete the files matching ``pattern`` in ``folders`` (those that exist); log the count."""
     removed = 0
-    for folder in (out, out / QUARANTINE_DIR):
+    for folder in map(Path, folders):
         if folder.is_dir():
-            for tmp in folder.glob(".*.tmp"):
+            for tmp in folder.glob(pattern):
                 tmp.unlink(missing_ok=True)
                 removed += 1
     if removed:
-        log.warning("removed %d temporary file(s) left in %s by an interrupted run", removed, out)
+        log.warning("removed %d temporary file(s) left in %s by an interrupted run", removed, where)
     return removed
 
 

@@ -596,13 +596,18 @@ def load_pack(path: str | Path) -> IndicatorPack:
     >>> pack.metadata.tlp
     'CLEAR'
     """
+    p, data = read_pack_bytes(path, folder_hint="use load_packs() to load every pack in a folder")
+    return parse_pack(data, source=str(p))
+
+
+def read_pack_bytes(path: str | Path, *, folder_hint: str) -> tuple[Path, bytes]:
+    """The exact bytes of one pack file; clear errors for a missing file or a folder."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"indicator pack not found: {p}")
     if p.is_dir():
-        raise IsADirectoryError(f"expected an indicator pack file (.yaml), got a directory: {p}; "
-                                "use load_packs() to load every pack in a folder")
-    return parse_pack(p.read_bytes(), source=str(p))
+        raise IsADirectoryError(f"expected an indicator pack file (.yaml), got a directory: {p}; {folder_hint}")
+    return p, p.read_bytes()
 
 
 def pack_files(paths: Iterable[str | Path] | str | Path) -> list[Path]:

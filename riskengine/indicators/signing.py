@@ -787,13 +787,9 @@ def is_builtin_pack(path: str | Path) -> bool:
 
 
 def _read_pack_bytes(path: str | Path) -> tuple[Path, bytes]:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"indicator pack not found: {p}")
-    if p.is_dir():
-        raise IsADirectoryError(f"expected an indicator pack file (.yaml), got a directory: {p}; "
-                                "use load_verified_packs() for every pack in a folder")
-    return p, p.read_bytes()
+    from riskengine.indicators.pack import read_pack_bytes
+
+    return read_pack_bytes(path, folder_hint="use load_verified_packs() for every pack in a folder")
 
 
 def _verify(path: str | Path, trust: TrustStore | str | Path | None,
