@@ -47,7 +47,7 @@ from scanvision.io import (
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 
 #: Cargo families shared with the manifest side (exact strings, fixed order = class index).
 THREAT_TYPES = ("drugs", "cigarettes", "weapon")
@@ -87,6 +87,16 @@ RHO_CIGARETTE_CASE = 0.27  # 10 kg master case of 50 x 25 x 30 cm
 # width along the beam, height)
 BRICK_CM = (20.0, 12.0, 3.5)
 BRICK_KG = RHO_DRUG * BRICK_CM[0] * BRICK_CM[1] * BRICK_CM[2] / 1000.0
+
+#: Large uniform packages per cargo family (clean cargo that looks like dense blocks in a
+#: scan: a network must not take every uniform block for a concealment).
+BULK_CARGO: dict[str, tuple[str, ...]] = {
+    "sacks": ("big_bags",),
+    "general": ("paper_reels", "big_bags"),
+    "textiles": ("fabric_rolls",),
+    "machinery": ("cable_drums", "steel_coils"),
+    "bottles_drums": ("ibc_tanks",),
+}
 
 #: Typical tare, used only when a manifest row gives the VGM but no cargo gross weight.
 TARE_KG = {"20ft": 2200.0, "40ft": 3800.0}
@@ -148,6 +158,10 @@ class ScanSpec:
         pixel_mm: pixel pitch (mm) along both axes.
         scan_id: identifier written into the sidecar.
         container_type: ISO 6346 size/type code for the sidecar (derived when ``None``).
+        tractor: also draw the tractor unit (cab, engine, fuel tank, wheels) in front of the
+            trailer, as drive-through portals image it (needs ``chassis``).
+        bulk_cargo: load the box with large uniform packages instead of the family's default
+            packing: one of :data:`BULK_CARGO` for the family (``None`` = default packing).
     """
 
     size: str = "20ft"
@@ -167,6 +181,8 @@ class ScanSpec:
     pixel_mm: float = 5.0
     scan_id: str = "SCAN"
     container_type: str | None = None
+    tractor: bool = False
+    bulk_cargo: str | None = None
 
     def iso_type(self) -> str:
         """ISO 6346 size/type code (``22G1``, ``42G1``, ``45G1``, ``22R1``, ``45R1``...)."""
@@ -322,6 +338,9 @@ def _sheet(rho: float, length_cm: float, thick_cm: float, pc: float) -> float:
 
 # --------------------------------------------------------------------------- geometry
 
+#: Length in front of the container taken by the tractor unit (mm).
+TRACTOR_MM = 4400
+
 
 def _geometry(spec: ScanSpec) -> _Geom:
     pmm = spec.pixel_mm
@@ -331,7 +350,7 @@ def _geometry(spec: ScanSpec) -> _Geom:
 
     length = 6058 if spec.size == "20ft" else 12192
     height = 2896 if spec.high_cube else 2591
-    xc0, yc0 = px(250), px(150)
+    xc0, yc0 = px(250 + (TRACTOR_MM if spec.tractor else 0)), px(150)
     xc1, yc1 = xc0 + px(length), yc0 + px(height)
     below = px(1200) if spec.chassis else px(150)
     if spec.reefer:
@@ -511,26 +530,83 @@ def _draw_chassis(c: _Canvas, g: _Geom, spec: ScanSpec, rng: np.random.Generator
     c.rect("steel", ground - px(150), ground - px(120), lx - px(60), lx + px(160), RHO_STEEL * 4.0)
     # wheels: three (40 ft) or two (20 ft) axles at the door end, dual tyres each side
     n_axles = 3 if spec.size == "40ft" else 2
-    R = px(500)
     cy = g.yc1 + px(600)
     last = g.xc1 - px(int(rng.uniform(700, 1100)))
-    yy, xx = np.ogrid[-R:R, -R:R]
-    r = np.sqrt(yy.astype(np.float32) ** 2 + xx.astype(np.float32) ** 2)
-    rim = px(286)
-    # four tyres per axle along the beam: sidewalls everywhere, the tread band (parallel to
-    # the beam) as a dark outer ring; steel rims, brake drums, hub and the axle itself
-    ring = lambda r0, w: np.exp(-(((r - r0) / w) ** 2))  # noqa: E731
-    tyre = (np.where((r < R) & (r >= rim), 4 * 2 * 2.5 * RHO_RUBBER, 0.0)
-            + ring(R - px(12), px(10)) * 4 * 30.0 * RHO_RUBBER * 0.6) * (r < R)
-    wheel_steel = (np.where(r < rim, 4 * 1.5 * RHO_STEEL, 0.0)
-                   + ring(rim, px(8)) * 4 * 22.0 * 0.6 * RHO_STEEL * 0.5
-                   + ring(rim * 0.75, px(12)) * 4 * 18.0 * 1.5 * RHO_STEEL * 0.4
-                   + np.where(r < px(110), 4 * 6.0 * RHO_STEEL, 0.0)
-                   + np.where(r < px(40), _sheet(RHO_STEEL, 240.0, 8.0, pc), 0.0))
-    tyre, wheel_steel = tyre.astype(np.float32), wheel_steel.astype(np.float32)
+    tyre, wheel_steel = _wheel(g, n_tyres=4)
+    R = tyre.shape[0] // 2
     for k in range(n_axles):
         cx = last - k * px(1310)
         c.add_layer(_Layer(cy - R, cx - R, {"organic": tyre, "steel": wheel_steel}))
+
+
+def _wheel(g: _Geom, n_tyres: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rubber and steel areal density of one axle end-on: ``n_tyres`` tyres along the beam."""
+    px, pc = g.px, g.pc
+    R = px(500)
+    yy, xx = np.ogrid[-R:R, -R:R]
+    r = np.sqrt(yy.astype(np.float32) ** 2 + xx.astype(np.float32) ** 2)
+    rim = px(286)
+    # sidewalls everywhere, the tread band (parallel to the beam) as a dark outer ring;
+    # steel rims, brake drums, hub and the axle itself
+    ring = lambda r0, w: np.exp(-(((r - r0) / w) ** 2))  # noqa: E731
+    n = float(n_tyres)
+    tyre = (np.where((r < R) & (r >= rim), n * 2 * 2.5 * RHO_RUBBER, 0.0)
+            + ring(R - px(12), px(10)) * n * 30.0 * RHO_RUBBER * 0.6) * (r < R)
+    wheel_steel = (np.where(r < rim, n * 1.5 * RHO_STEEL, 0.0)
+                   + ring(rim, px(8)) * n * 22.0 * 0.6 * RHO_STEEL * 0.5
+                   + ring(rim * 0.75, px(12)) * n * 18.0 * 1.5 * RHO_STEEL * 0.4
+                   + np.where(r < px(110), n * 6.0 * RHO_STEEL, 0.0)
+                   + np.where(r < px(40), _sheet(RHO_STEEL, 240.0, 8.0, pc), 0.0))
+    return tyre.astype(np.float32), wheel_steel.astype(np.float32)
+
+
+def _draw_tractor(c: _Canvas, g: _Geom, rng: np.random.Generator) -> None:
+    """Tractor unit in front of the trailer: frame, cab, engine and gearbox, fuel tank, wheels.
+
+    Seen side-on the engine block is the densest thing in a truck scan (~40 cm of cast iron
+    across); drive-through portals image it unless they skip the cab.
+    """
+    px, pc = g.px, g.pc
+    ground = g.yc1 + px(1100)
+    front = g.xc0 - px(TRACTOR_MM - 200)  # bumper
+    var = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+    # frame rails (two C-sections) from the bumper to behind the fifth wheel
+    c.rect("steel", ground - px(1050), ground - px(750), front, g.xc0 + px(1300), RHO_STEEL * 2 * 0.8)
+    # fifth-wheel plate and its mounting under the front of the trailer
+    c.rect("steel", g.yc1 + px(300), g.yc1 + px(420), g.xc0 + px(200), g.xc0 + px(1500), RHO_STEEL * 9.0)
+    # cab: two side skins crossed by the beam, front and back walls edge-on, seats and dashboard
+    cab_x0, cab_x1 = front + px(100), front + px(int(var(2100, 2500)))
+    cab_y0, cab_y1 = ground - px(int(var(3700, 4000))), ground - px(1150)
+    c.rect("steel", cab_y0, cab_y1, cab_x0, cab_x1, RHO_STEEL * 2 * 0.15)
+    for x in (cab_x0, cab_x1 - px(30)):
+        c.rect("steel", cab_y0, cab_y1, x, x + px(30), _sheet(RHO_STEEL, 240.0, 0.2, pc))
+    c.rect("steel", cab_y0, cab_y0 + px(40), cab_x0, cab_x1, _sheet(RHO_STEEL, 240.0, 0.15, pc))
+    win = cab_y0 + px(int(var(1000, 1300)))
+    c.rect("inorganic", cab_y0 + px(150), win, cab_x0, cab_x1, RHO_ALU * 2 * 0.5)
+    c.rect("organic", win + px(300), cab_y1, cab_x0 + px(300), cab_x1 - px(200), var(15.0, 30.0))
+    # engine block and gearbox under the cab; radiator at the front
+    ex0 = front + px(int(var(250, 450)))
+    ex1 = ex0 + px(int(var(1100, 1400)))
+    ey0, ey1 = ground - px(int(var(1600, 1800))), ground - px(550)
+    block = np.full((ey1 - ey0, ex1 - ex0), RHO_STEEL * var(30.0, 45.0), dtype=np.float32)
+    yy, xx = np.mgrid[0:block.shape[0], 0:block.shape[1]]
+    block *= (0.75 + 0.25 * np.cos(xx / max(1, px(160)) * np.pi) ** 2).astype(np.float32)  # cylinders
+    block[: block.shape[0] // 5, : block.shape[1] // 3] *= 0.3
+    c.add_layer(_Layer(ey0, ex0, {"steel": block}))
+    c.rect("steel", ey0 + px(300), ey1 - px(200), ex1, ex1 + px(int(var(600, 900))), RHO_STEEL * var(15.0, 25.0))
+    c.rect("steel", ey0 - px(200), ey1 - px(300), front, front + px(120), RHO_STEEL * 6.0)
+    # fuel tank (diesel, partly full) between the axles
+    tx0 = cab_x1 + px(100)
+    tx1 = tx0 + px(int(var(1000, 1600)))
+    ty0, ty1 = ground - px(1150), ground - px(500)
+    level = ty1 - int((ty1 - ty0) * var(0.2, 0.95))
+    c.rect("steel", ty0, ty1, tx0, tx1, RHO_STEEL * 2 * 0.3)
+    c.rect("organic", level, ty1, tx0, tx1, 0.84 * var(50.0, 70.0))
+    # wheels: a steered front axle (single tyres) and two drive axles (dual tyres)
+    for cx, n in ((front + px(1300), 2), (g.xc0 + px(300), 4), (g.xc0 + px(1650), 4)):
+        tyre, wheel_steel = _wheel(g, n_tyres=n)
+        R = tyre.shape[0] // 2
+        c.add_layer(_Layer(ground - px(500) - R, cx - R, {"organic": tyre, "steel": wheel_steel}))
 
 
 # --------------------------------------------------------------------------- cargo
@@ -760,6 +836,100 @@ def _machinery(org: np.ndarray, st: np.ndarray, h: int, w: int, g: _Geom, rng: n
         x += mw + px(int(rng.uniform(50, 300)))
 
 
+def _bulk_cargo(kind: str, fill: float, g: _Geom, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Large uniform packages (z-up, Hi x Wi): big bags, paper reels, fabric rolls, cable drums,
+    steel coils, IBC tanks. Seen side-on, most are dense blocks of one material."""
+    hi, wi = g.yi1 - g.yi0, g.xi1 - g.xi0
+    load = max(g.px(1200), int(round(fill * wi)))
+    maps = {m: np.zeros((hi, wi), dtype=np.float32) for m in MATERIALS}
+    px, depth, pc = g.px, g.depth_cm, g.pc
+    org, ino, st = (maps[m][:, :load] for m in ("organic", "inorganic", "steel"))
+    x = np.arange(load)[None, :].astype(np.float32)
+    z = np.arange(hi)[:, None].astype(np.float32)
+    var = lambda lo, hi_: float(rng.uniform(lo, hi_))  # noqa: E731
+
+    def chord(xc: np.ndarray, r: float) -> np.ndarray:
+        """Length (cm) of the beam's path through an upright cylinder at offset ``xc`` px."""
+        return 2.0 * np.sqrt(np.clip(r * r - xc * xc, 0.0, None)) * pc
+
+    if kind == "big_bags":  # FIBC of granules or powder, two across, one or two high
+        side, bag_h = px(int(var(900, 1100))), px(int(var(800, 1200)))
+        pitch = side + px(50)
+        n_high = 2 if 2 * bag_h < hi and rng.random() < 0.6 else 1
+        u = (x % pitch) / side
+        v = (z % bag_h) / bag_h
+        col = (x // pitch).astype(np.int64)
+        row = (z // bag_h).astype(np.int64)
+        rho = rng.uniform(0.6, 1.3, (n_high + 1, int(col.max()) + 2)).astype(np.float32)
+        shape = np.sqrt(np.clip(1 - np.abs(2 * u - 1) ** 6, 0, 1) * np.clip(1 - np.abs(2 * v - 1) ** 4, 0, 1))
+        inside = (u < 1.0) & (row < n_high)
+        org += (rho[np.minimum(row, n_high), col] * 0.95 * depth * shape * inside).astype(np.float32)
+    elif kind in ("paper_reels", "fabric_rolls"):  # upright cylinders side by side
+        if kind == "paper_reels":
+            diam, rho, core = px(int(var(800, 1400))), var(0.6, 0.9), px(50)
+            height = px(int(var(1000, 2300)))
+        else:
+            diam, rho, core = px(int(var(250, 450))), var(0.3, 0.6), px(40)
+            height = px(int(var(1800, 2350)))
+        height = min(height, hi)
+        n_high = 2 if 2 * height <= hi else 1
+        n_across = max(1, int(depth // (diam * pc)))
+        r = diam / 2.0
+        xc = (x % (diam + 1)) - r
+        col = (x // (diam + 1)).astype(np.int64)
+        row = (z // height).astype(np.int64)
+        tops = (height * rng.uniform(0.85, 1.0, int(col.max()) + 2)).astype(np.float32)
+        profile = (chord(xc, r) - chord(xc, core / 2.0)) * n_across * rho
+        inside = (row < n_high) & ((z % height) < tops[col])
+        org += (profile * inside).astype(np.float32)
+    elif kind in ("cable_drums", "steel_coils"):  # discs with their axis along the beam
+        x0 = 0
+        while x0 < load - px(900):
+            if kind == "cable_drums":
+                diam = min(px(int(var(1000, 2200))), hi - px(100))
+                width_cm, inner = var(60.0, 120.0), var(0.35, 0.55)
+            else:
+                diam = min(px(int(var(1000, 1800))), hi - px(300))
+                width_cm, inner = var(90.0, 150.0), var(0.3, 0.4)
+            if x0 + diam > load:
+                break
+            r = diam / 2.0
+            cradle = px(150) if kind == "steel_coils" else 0
+            yy, xx = np.mgrid[0:diam, 0:diam].astype(np.float32)
+            rr = np.sqrt((yy - r + 0.5) ** 2 + (xx - r + 0.5) ** 2)
+            disc = rr < r
+            if kind == "cable_drums":
+                fill_r = r * var(0.7, 0.95)
+                wound = (rr >= inner * r) & (rr < fill_r)
+                flange = disc * (RHO_WOOD * 2 * 5.0)
+                org[cradle:cradle + diam, x0:x0 + diam][::-1] += (flange + wound * width_cm * 1.2).astype(np.float32)
+                st[cradle:cradle + diam, x0:x0 + diam][::-1] += (wound * width_cm * 0.35 * RHO_STEEL * 0.3).astype(np.float32)
+            else:
+                ring = (rr >= inner * r) & disc
+                st[cradle:cradle + diam, x0:x0 + diam][::-1] += (ring * width_cm * RHO_STEEL * 0.95).astype(np.float32)
+                org[:cradle, x0:x0 + diam] += RHO_WOOD * 0.5 * depth
+            x0 += diam + px(int(var(200, 1500)))
+    elif kind == "ibc_tanks":  # 1000 l tanks in steel cages on pallets, two across
+        unit, tank_h, base = px(1200), px(1000), px(150)
+        n_high = 2 if 2 * (tank_h + base) <= hi and rng.random() < 0.5 else 1
+        u = x % unit
+        zz = z % (tank_h + base)
+        row = (z // (tank_h + base)).astype(np.int64)
+        col = (x // unit).astype(np.int64)
+        level = rng.uniform(0.75, 0.98, (n_high + 1, int(col.max()) + 2)).astype(np.float32)
+        rho = var(0.9, 1.3)
+        in_tank = (zz >= base) & (u >= px(30)) & (u < unit - px(30)) & (row < n_high)
+        liquid = in_tank & ((zz - base) < tank_h * level[np.minimum(row, n_high), col])
+        org += (liquid * 2 * 100.0 * rho + in_tank * 2 * 2 * 0.15 * 0.95).astype(np.float32)
+        bars = ((u % px(160)) < 1) | ((zz % px(250)) < 1)
+        st += ((bars & (zz >= base) & (row < n_high)) * 4 * 0.6 * RHO_STEEL
+               + ((zz < base) & (row < n_high)) * RHO_STEEL * 2 * 0.3).astype(np.float32)
+    else:
+        raise ValueError(f"unknown bulk cargo {kind!r}; expected one of "
+                         f"{sorted({k for v in BULK_CARGO.values() for k in v})}.")
+    return {m: a for m, a in maps.items() if a.any()}
+
+
 # --------------------------------------------------------------------------- threats
 
 
@@ -914,6 +1084,13 @@ def _validate(spec: ScanSpec) -> None:
         raise ValueError(f"dose must be > 0 photons per pixel, got {spec.dose}.")
     if not 1.0 <= spec.pixel_mm <= 20.0:
         raise ValueError(f"pixel_mm must be between 1 and 20 mm, got {spec.pixel_mm}.")
+    if spec.tractor and not spec.chassis:
+        raise ValueError("tractor=True needs chassis=True (the tractor pulls the trailer chassis).")
+    if spec.bulk_cargo is not None and spec.bulk_cargo not in BULK_CARGO.get(spec.cargo_family, ()):
+        raise ValueError(
+            f"bulk_cargo {spec.bulk_cargo!r} does not fit cargo family {spec.cargo_family!r}; "
+            f"expected one of {list(BULK_CARGO.get(spec.cargo_family, ()))} or None."
+        )
     for t in spec.threats:
         if t.type not in THREAT_TYPES:
             raise ValueError(f"unknown threat type {t.type!r}; expected one of {list(THREAT_TYPES)}.")
@@ -948,8 +1125,15 @@ def render_scan(spec: ScanSpec, rng: np.random.Generator | None = None) -> Rende
     _draw_container(canvas, g, spec, rng)
     if spec.chassis:
         _draw_chassis(canvas, g, spec, rng)
+    # tractor and bulk packing come from their own stream: a scan without them is exactly
+    # the scan generator 1.0 made from the same seed
+    side = np.random.default_rng([spec.seed & 0xFFFFFFFF, zlib.crc32(spec.scan_id.encode("utf-8")), 17])
+    if spec.tractor:
+        _draw_tractor(canvas, g, side)
 
     cargo = _cargo(spec.cargo_family, spec.fill, g, rng)
+    if cargo and spec.bulk_cargo:
+        cargo = _bulk_cargo(spec.bulk_cargo, spec.fill, g, side)
     cargo_layer = _Layer(g.yi0, g.xi0, {m: a[::-1].copy() for m, a in cargo.items()})
     cargo_mass = cargo_layer.mass_kg(g.pc) if cargo else 0.0
     if cargo and spec.cargo_mass_kg is not None:
@@ -1011,6 +1195,8 @@ def render_scan(spec: ScanSpec, rng: np.random.Generator | None = None) -> Rende
         "pixel_mm": spec.pixel_mm,
         "dose": spec.dose if spec.noise else None,
         "chassis": spec.chassis,
+        "tractor": spec.tractor,
+        "bulk_cargo": spec.bulk_cargo if cargo else None,
         "door_end": "left" if spec.flip else "right",
         "width": g.W,
         "height": g.H,
@@ -1123,9 +1309,20 @@ def to_display8(transmission: np.ndarray, rng: np.random.Generator | None = None
 # --------------------------------------------------------------------------- sampling and files
 
 
+#: Default share of scans with the tractor unit in the image, and of loaded boxes (of the
+#: families in :data:`BULK_CARGO`) packed with large uniform packages.
+TRACTOR_RATE = 0.3
+BULK_RATE = 0.3
+
+
 def sample_spec(rng: np.random.Generator, *, scan_id: str, seed: int, size: str = "mixed",
-                threat_rate: float = 0.3, dual_energy: bool = False) -> ScanSpec:
-    """Draw a random, plausible :class:`ScanSpec` (the mix used by :func:`generate_scans`)."""
+                threat_rate: float = 0.3, dual_energy: bool = False,
+                tractor_rate: float = TRACTOR_RATE, bulk_rate: float = BULK_RATE) -> ScanSpec:
+    """Draw a random, plausible :class:`ScanSpec` (the mix used by :func:`generate_scans`).
+
+    ``tractor_rate`` and ``bulk_rate`` are drawn from a stream of their own (seeded by
+    ``seed`` and ``scan_id``): with both at 0 the spec equals generator 1.0's.
+    """
     if size == "mixed":
         size = "40ft" if rng.random() < 0.6 else "20ft"
     reefer = bool(rng.random() < 0.2)
@@ -1140,11 +1337,17 @@ def sample_spec(rng: np.random.Generator, *, scan_id: str, seed: int, size: str 
     if rng.random() < threat_rate:
         for _ in range(1 if rng.random() < 0.85 else 2):
             threats.append(_sample_threat(rng, reefer))
+    dose = float(np.exp(rng.uniform(np.log(1e4), np.log(1e5))))
+    chassis, flip = bool(rng.random() < 0.7), bool(rng.random() < 0.5)
+    side = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(scan_id.encode("utf-8")), 18])
+    draws = side.random(3)
+    tractor = chassis and bool(draws[0] < tractor_rate)
+    kinds = BULK_CARGO.get(family, ())
+    bulk = str(kinds[int(draws[2] * len(kinds))]) if kinds and draws[1] < bulk_rate else None
     return ScanSpec(
         size=size, reefer=reefer, cargo_family=family, fill=fill, threats=tuple(threats),
-        seed=seed, high_cube=high_cube, dual_energy=dual_energy,
-        dose=float(np.exp(rng.uniform(np.log(1e4), np.log(1e5)))),
-        chassis=bool(rng.random() < 0.7), flip=bool(rng.random() < 0.5), scan_id=scan_id,
+        seed=seed, high_cube=high_cube, dual_energy=dual_energy, dose=dose,
+        chassis=chassis, flip=flip, scan_id=scan_id, tractor=tractor, bulk_cargo=bulk,
     )
 
 
@@ -1197,13 +1400,16 @@ def generate_scans(
     size: str = "mixed",
     fmt: str = "png",
     progress: Callable[[int], None] | None = None,
+    tractor_rate: float = TRACTOR_RATE,
+    bulk_rate: float = BULK_RATE,
 ) -> list[dict[str, Any]]:
     """Generate ``count`` random scans into ``out_dir`` and return their sidecars.
 
     Files per scan: ``<id>.png`` (or ``<id>_high.png`` + ``<id>_low.png`` with dual energy;
     ``.tif`` with ``fmt="tiff"``), ``<id>_mask.png`` when it has a threat, and ``<id>.json``.
     ``index.jsonl`` lists all sidecars. Scan *i* depends only on ``seed`` and *i*.
-    ``progress`` is called with 1 after each scan.
+    ``progress`` is called with 1 after each scan. ``tractor_rate`` / ``bulk_rate``: see
+    :func:`sample_spec`.
     """
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}.")
@@ -1220,7 +1426,8 @@ def generate_scans(
     for i, child in enumerate(children):
         rng = np.random.default_rng(child)
         spec = sample_spec(rng, scan_id=f"SCAN{i:06d}", seed=seed, size=size,
-                           threat_rate=threat_rate, dual_energy=dual_energy)
+                           threat_rate=threat_rate, dual_energy=dual_energy,
+                           tractor_rate=tractor_rate, bulk_rate=bulk_rate)
         meta = write_rendered(render_scan(spec, rng), out, fmt)
         meta["seed_index"] = i
         sidecars.append(meta)

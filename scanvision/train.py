@@ -147,6 +147,7 @@ class Sample:
     cls: int
     cargo_mass_kg: float
     mass_features: dict[str, float]
+    tractor: bool = False
 
 
 # --------------------------------------------------------------------------- sample building
@@ -240,6 +241,7 @@ def build_sample(
         cls=CARGO_CLASSES.index(family),
         cargo_mass_kg=float(meta.get("cargo_mass_kg", 0.0)),
         mass_features=_mass_features(scan, float(meta.get("pixel_mm", 5.0))),
+        tractor=bool(meta.get("tractor", False)),
     )
 
 
@@ -607,8 +609,10 @@ def fit_mass_calibration(samples: Sequence[Sample]) -> dict[str, Any]:
 
     The physics integral ``sum(-ln T) / mu * pixel area`` weighs everything in the beam
     (container tare, chassis, cargo, with a nominal ``mu``); the fit subtracts the structure
-    (which scales with the scan's length and height) and corrects ``mu``.
+    (which scales with the scan's length and height) and corrects ``mu``. Scans that show the
+    tractor unit are left out: its engine weighs tonnes and is not part of the container.
     """
+    samples = [s for s in samples if not s.tractor]
     feats = np.array([[s.mass_features[k] for k in MASS_FEATURES] for s in samples], dtype=np.float64)
     target = np.array([s.cargo_mass_kg for s in samples], dtype=np.float64)
     ok = np.isfinite(feats).all(axis=1)
@@ -746,14 +750,14 @@ def train_from_dir(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) 
 # --------------------------------------------------------------------------- shipped model
 
 
-def _eval_chunk(args: tuple[np.random.SeedSequence, int, int, float, int]) -> dict[str, Any]:
+def _eval_chunk(args: tuple[Any, ...]) -> dict[str, Any]:
     """Render evaluation scan ``index`` (raw16 counts + a random display image) and its truth."""
     from scanvision.synth import render_scan, sample_spec, to_display8
 
-    child, index, seed, threat_rate, channels = args
+    child, index, seed, threat_rate, channels, mix = args
     rng = np.random.default_rng(child)
     spec = sample_spec(rng, scan_id=f"SCAN{index:06d}", seed=seed, threat_rate=threat_rate,
-                       dual_energy=channels == 2)
+                       dual_energy=channels == 2, **mix)
     r = render_scan(spec, rng)
     raw = transmission_to_raw16(r.transmission)
     d8 = to_display8(raw16_to_transmission(raw), np.random.default_rng([seed, index, 13]))
@@ -762,13 +766,16 @@ def _eval_chunk(args: tuple[np.random.SeedSequence, int, int, float, int]) -> di
 
 
 def evaluate_model_dir(model_dir: str | Path, count: int, seed: int, *, threat_rate: float = 0.5,
-                       workers: int = 2, chunk: int = 64) -> dict[str, Any]:
+                       workers: int = 2, chunk: int = 64,
+                       mix: dict[str, float] | None = None) -> dict[str, Any]:
     """Evaluate an exported model (ONNX Runtime, the serving code) on freshly generated scans.
 
     Scan *i* equals scan *i* of ``riskengine generate scans --seed SEED --count COUNT
     --threat-rate R``. Reports detection (raw and display images), empty and cargo-class
-    accuracy and the mass-estimate error.
+    accuracy and the mass-estimate error. ``mix`` overrides ``tractor_rate`` / ``bulk_rate`` of
+    :func:`scanvision.synth.sample_spec` (both 0: the scans of generator 1.0).
     """
+    mix = dict(mix or {})
     from scanvision.infer import ScanTriage
 
     engine = ScanTriage(model_dir, threads=2)
@@ -779,7 +786,8 @@ def evaluate_model_dir(model_dir: str | Path, count: int, seed: int, *, threat_r
             if workers > 1 else None)
     try:
         for c0 in range(0, count, chunk):
-            jobs = [(children[i], i, seed, threat_rate, engine.channels) for i in range(c0, min(count, c0 + chunk))]
+            jobs = [(children[i], i, seed, threat_rate, engine.channels, mix)
+                    for i in range(c0, min(count, c0 + chunk))]
             items = list(pool.map(_eval_chunk, jobs)) if pool else [_eval_chunk(j) for j in jobs]
             raw_scans, disp_scans = [], []
             for it in items:
@@ -798,6 +806,7 @@ def evaluate_model_dir(model_dir: str | Path, count: int, seed: int, *, threat_r
                     "threat_types": [t["type"] for t in m["threats"]],
                     "threat_locations": [t["location"] for t in m["threats"]],
                     "empty": bool(m["empty"]), "family": m["cargo_family"], "size": m["size"],
+                    "tractor": bool(m.get("tractor")), "bulk_cargo": m.get("bulk_cargo"),
                     "cargo_mass_kg": float(m["cargo_mass_kg"]),
                     "score_raw": rr.concealment_score,
                     "score_display": None if rd is None else rd.concealment_score,
@@ -809,8 +818,10 @@ def evaluate_model_dir(model_dir: str | Path, count: int, seed: int, *, threat_r
     finally:
         if pool is not None:
             pool.shutdown()
-    return summarize_evaluation(rows, seed=seed, threat_rate=threat_rate,
-                                seconds=time.perf_counter() - t0)
+    out = summarize_evaluation(rows, seed=seed, threat_rate=threat_rate,
+                               seconds=time.perf_counter() - t0)
+    out["mix"] = mix
+    return out
 
 
 def summarize_evaluation(rows: Sequence[dict[str, Any]], *, seed: int, threat_rate: float,
@@ -831,7 +842,8 @@ def summarize_evaluation(rows: Sequence[dict[str, Any]], *, seed: int, threat_ra
             ((np.array([r["empty_prob_display"] for r in rows]) > 0.5) == empty).mean())
         out["class_accuracy_display"] = float(
             (np.array([r["class_display"] for r in rows]) == np.array([r["family"] for r in rows])).mean())
-    loaded = [r for r in rows if r["cargo_mass_kg"] > 0 and r["mass_kg"] is not None]
+    # the tractor's engine is not cargo: the mass estimate is for scans of container + trailer
+    loaded = [r for r in rows if r["cargo_mass_kg"] > 0 and r["mass_kg"] is not None and not r.get("tractor")]
     if loaded:
         ape = np.array([abs(r["mass_kg"] - r["cargo_mass_kg"]) / r["cargo_mass_kg"] for r in loaded])
         out["mass_median_abs_pct_error"] = float(np.median(ape) * 100)
@@ -847,6 +859,23 @@ def summarize_evaluation(rows: Sequence[dict[str, Any]], *, seed: int, threat_ra
             for loc in set(r["threat_locations"]):
                 by_loc.setdefault(loc, []).append(int(r["score_raw"] > thr))
     out["raw_pd_ge5kg_at_1pct_by_location"] = {k: {"n": len(v), "pd": float(np.mean(v))} for k, v in sorted(by_loc.items())}
+    # false alarms at that threshold by what the clean scan shows (raw and display)
+    fa: dict[str, dict[str, list[int]]] = {}
+    thr_d = out["display"]["at_far"]["0.01"]["threshold"] if "display" in out else None
+    for r in rows:
+        if r["threat"]:
+            continue
+        keys = ["all", f"family={r['family']}", f"tractor={bool(r.get('tractor'))}",
+                f"bulk_cargo={r.get('bulk_cargo') or 'none'}"]
+        for k in keys:
+            d = fa.setdefault(k, {"raw": [], "display": []})
+            d["raw"].append(int(r["score_raw"] > thr))
+            if thr_d is not None:
+                d["display"].append(int(r["score_display"] > thr_d))
+    out["false_alarm_at_1pct_threshold_by_group"] = {
+        k: {"n": len(v["raw"]), "raw": float(np.mean(v["raw"])),
+            "display": float(np.mean(v["display"])) if v["display"] else None}
+        for k, v in sorted(fa.items())}
     by_family: dict[str, list[int]] = {}
     for r in rows:
         by_family.setdefault(r["family"], []).append(int(r["class"] == r["family"]))

@@ -28,9 +28,16 @@ from riskengine.cli._common import console, print_json
               show_default=True, help="Container length (mixed: 60 % 40 ft).")
 @click.option("--format", "fmt", type=click.Choice(["png", "tiff"]), default="png",
               show_default=True, help="16-bit raw transmission image format.")
+@click.option("--tractor-rate", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
+              help="Share of scans on a trailer that also show the tractor unit (cab, engine).")
+@click.option("--bulk-rate", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
+              help="Share of loaded boxes packed with large uniform packages (big bags, paper "
+                   "reels, fabric rolls, cable drums, steel coils, IBC tanks). 0 and 0 give the "
+                   "scans of generator 1.0.")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON summary instead of a table.")
 def generate_scans_command(count: int, seed: int, out: str, threat_rate: float, dual_energy: bool,
-                           size: str, fmt: str, json_out: bool) -> None:
+                           size: str, fmt: str, tractor_rate: float, bulk_rate: float,
+                           json_out: bool) -> None:
     """Generate synthetic container X-ray scans (16-bit raw transmission) with ground truth.
 
     Each scan gets a JSON sidecar (<id>.json: container, cargo family and mass, threats with
@@ -48,6 +55,7 @@ def generate_scans_command(count: int, seed: int, out: str, threat_rate: float, 
         task = bar.add_task("scans", total=count)
         sidecars = generate_scans(out, count=count, seed=seed, threat_rate=threat_rate,
                                   dual_energy=dual_energy, size=size, fmt=fmt,
+                                  tractor_rate=tractor_rate, bulk_rate=bulk_rate,
                                   progress=lambda k: bar.advance(task, k))
     elapsed = time.perf_counter() - t0
     with_threat = sum(1 for m in sidecars if m["threats"])
@@ -62,6 +70,8 @@ def generate_scans_command(count: int, seed: int, out: str, threat_rate: float, 
         "sizes": dict(sizes),
         "cargo_families": dict(families),
         "reefers": sum(1 for m in sidecars if m["reefer"]),
+        "with_tractor": sum(1 for m in sidecars if m.get("tractor")),
+        "bulk_cargo": dict(Counter(m["bulk_cargo"] for m in sidecars if m.get("bulk_cargo"))),
         "dual_energy": dual_energy,
         "format": fmt,
         "seconds": round(elapsed, 2),
@@ -78,6 +88,9 @@ def generate_scans_command(count: int, seed: int, out: str, threat_rate: float, 
     for s, n in sorted(sizes.items()):
         table.add_row(f"size {s}", f"{n}")
     table.add_row("reefers", f"{summary['reefers']}")
+    table.add_row("with the tractor unit", f"{summary['with_tractor']}")
+    for kind, n in sorted(summary["bulk_cargo"].items()):
+        table.add_row(f"  bulk packing: {kind}", f"{n}")
     for fam, n in sorted(families.items()):
         table.add_row(f"cargo: {fam}", f"{n}")
     console.print(table)
