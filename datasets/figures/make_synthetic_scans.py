@@ -1,4 +1,4 @@
-"""Draw datasets/figures/synthetic_scans.png (the figure of datasets/synthetic_scans.md).
+"""Draw the figures of datasets/synthetic_scans.md: synthetic_scans.png and synthetic_scans_bulk.png.
 
     python datasets/figures/make_synthetic_scans.py
 
@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from scanvision.synth import MATERIALS, ScanSpec, ThreatSpec, render_scan, to_display8  # noqa: E402
 
 OUT = Path(__file__).with_name("synthetic_scans.png")
+OUT_BULK = Path(__file__).with_name("synthetic_scans_bulk.png")
 
 
 def main() -> None:
@@ -68,6 +69,41 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(OUT)
     print(f"wrote {OUT}")
+    bulk_figure()
+
+
+def bulk_figure() -> None:
+    """Generator 1.1: the tractor unit and large uniform packages (all clean but one)."""
+    panels = [
+        ("40 ft, big bags (sacks), with the tractor unit", ScanSpec(
+            size="40ft", cargo_family="sacks", bulk_cargo="big_bags", fill=0.9, seed=21, tractor=True)),
+        ("20 ft, paper reels (general)", ScanSpec(
+            size="20ft", cargo_family="general", bulk_cargo="paper_reels", fill=0.9, seed=22)),
+        ("20 ft, fabric rolls (textiles)", ScanSpec(
+            size="20ft", cargo_family="textiles", bulk_cargo="fabric_rolls", fill=0.95, seed=23)),
+        ("20 ft, cable drums (machinery), with the tractor unit", ScanSpec(
+            size="20ft", cargo_family="machinery", bulk_cargo="cable_drums", fill=0.9, seed=24, tractor=True)),
+        ("20 ft, steel coils (machinery)", ScanSpec(
+            size="20ft", cargo_family="machinery", bulk_cargo="steel_coils", fill=0.9, seed=25)),
+        ("20 ft, IBC tanks (bottles_drums) with 60 kg of drug bricks among them", ScanSpec(
+            size="20ft", cargo_family="bottles_drums", bulk_cargo="ibc_tanks", fill=0.9, seed=26,
+            threats=(ThreatSpec("drugs", "cargo", 60.0),))),
+    ]
+    fig, axes = plt.subplots(3, 2, figsize=(16, 10), dpi=100)
+    for ax, (title, spec) in zip(axes.ravel(), panels, strict=True):
+        scan = render_scan(spec)
+        ax.imshow(to_display8(scan.transmission), cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
+        for th in scan.meta["threats"]:
+            x0, y0, x1, y1 = th["box"]
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="red", lw=1.2))
+            ax.text(x0, y0 - 8, f"{th['type']} {th['mass_kg']:.0f} kg", color="red", fontsize=8)
+        ax.set_title(f"{title}\ncargo {scan.meta['cargo_mass_kg'] / 1000:.1f} t", fontsize=9)
+        ax.set_axis_off()
+    fig.suptitle("Generator 1.1: tractor unit and large uniform packages (clean cargo that looks like "
+                 "dense blocks), default display window", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(OUT_BULK)
+    print(f"wrote {OUT_BULK}")
 
 
 if __name__ == "__main__":
