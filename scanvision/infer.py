@@ -217,6 +217,12 @@ class ScanTriage:
         self.heatmap_stride = int(self.config["heatmap_stride"])
         self.mass_calibration: dict[str, Any] | None = self.config.get("mass_calibration")
         self.batch_size = batch_size
+        from scanvision.calibrate import CALIBRATION_KEY, ScannerCalibration
+
+        cal = self.config.get(CALIBRATION_KEY)
+        #: Per-scanner map of the score (``riskengine scanner calibrate``), or ``None``.
+        self.scanner_calibration = None if cal is None else ScannerCalibration.from_dict(cal)
+        self._warned_kind = False
 
         onnx_path = self.model_dir / self.config.get("onnx_file", "model.onnx")
         if not onnx_path.is_file():
@@ -325,7 +331,7 @@ class ScanTriage:
             results.append(
                 TriageResult(
                     path=None if scan.path is None else str(scan.path),
-                    concealment_score=float(raw["score"][i]),
+                    concealment_score=self._calibrated(float(raw["score"][i]), scan),
                     empty_probability=float(raw["empty_prob"][i]),
                     cargo_class=self.class_names[int(p.argmax())],
                     class_probabilities=dict(zip(self.class_names, p.round(6).tolist(), strict=True)),
@@ -334,6 +340,21 @@ class ScanTriage:
                 )
             )
         return results
+
+    def _calibrated(self, score: float, scan: Scan) -> float:
+        """The score through the scanner calibration, for scans of the calibrated kind."""
+        cal = self.scanner_calibration
+        if cal is None:
+            return score
+        if scan.kind != cal.kind:
+            if not self._warned_kind:
+                logger.warning(
+                    "model calibrated for %s %s scans; %s is a %s scan and keeps the uncalibrated score",
+                    cal.scanner, cal.kind, scan.path or "a scan", scan.kind,
+                )
+                self._warned_kind = True
+            return score
+        return float(cal.apply([score])[0])
 
     def triage(self, scans: Sequence[Scan]) -> list[TriageResult]:
         """Triage scans of any widths (batched by width); one result per scan, in order.

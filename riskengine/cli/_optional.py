@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "riskengine.cli.model_cmd",
     "riskengine.cli.scan_generate_cmd",
     "riskengine.cli.scan_cmd",
+    "riskengine.cli.scanner_cmd",
     "riskengine.cli.serve_cmd",
     "riskengine.cli.outcomes_cmd",
     "riskengine.cli.bench_cmd",
