@@ -824,6 +824,43 @@ def evaluate_model_dir(model_dir: str | Path, count: int, seed: int, *, threat_r
     return out
 
 
+#: ``sample_spec`` rates that give the scans of generator 1.0 (no tractor, default packing).
+GENERATOR_1_0_MIX = {"tractor_rate": 0.0, "bulk_rate": 0.0}
+
+
+def _short_report(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of an evaluation (for a second test mix in the sidecar)."""
+    out: dict[str, Any] = {"seed": evaluation["seed"], "count": evaluation["count"], "mix": evaluation.get("mix")}
+    for kind in ("raw", "display"):
+        if kind in evaluation:
+            rep = evaluation[kind]
+            out[kind] = {"auc": rep["auc"],
+                         "pd_ge_5kg_at_1pct": rep["at_far"]["0.01"]["pd_ge_5kg"],
+                         "pd_ge_5kg_at_5pct": rep["at_far"]["0.05"]["pd_ge_5kg"],
+                         "threshold_1pct": rep["at_far"]["0.01"]["threshold"]}
+    return out
+
+
+def reevaluate_model_dir(model_dir: str | Path, count: int = 1000, seed: int = 20240, *,
+                         threat_rate: float = 0.5, workers: int = 2,
+                         reference_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate an existing model directory again (current generator mix and generator 1.0),
+    store the figures in its ``config.json`` and rewrite the card."""
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / "config.json"
+    config = json.loads(cfg_path.read_text())
+    evaluation = evaluate_model_dir(model_dir, count, seed, threat_rate=threat_rate, workers=workers)
+    config["metrics"]["test"] = evaluation
+    config["metrics"]["test_generator_1_0"] = _short_report(
+        evaluate_model_dir(model_dir, count, seed, threat_rate=threat_rate, workers=workers,
+                           mix=GENERATOR_1_0_MIX))
+    if reference_dir is not None and Path(reference_dir).is_dir():
+        config["metrics"]["real_display_images"] = triage_reference_images(model_dir, reference_dir)
+    cfg_path.write_text(json.dumps(config, indent=2) + "\n")
+    write_card_from_sidecar(model_dir)
+    return config["metrics"]
+
+
 def summarize_evaluation(rows: Sequence[dict[str, Any]], *, seed: int, threat_rate: float,
                          seconds: float = 0.0) -> dict[str, Any]:
     """Metrics of :func:`evaluate_model_dir` from its per-scan rows."""
@@ -1027,10 +1064,13 @@ def write_model_card(out_dir: str | Path, config: dict[str, Any], evaluation: di
         f"x{tr['config']['pos_weight']:g}), image-score BCE, empty BCE, cargo-class "
         "cross-entropy. The epoch with the best validation detection is kept.",
         "- Mass: `sum(-ln T) / mu * pixel area` over the raw 16-bit image, mapped to the cargo "
-        "mass by a linear fit on the training scans (subtracts container and chassis); "
+        "mass by a linear fit on the training scans (subtracts container and chassis; scans that "
+        "show the tractor unit are left out of the fit and of the error figures below); "
         "`null` for 8-bit display images.",
         "",
         "## Test results (generated scans, ONNX Runtime, the shipped artifact)",
+        "",
+        _mix_sentence(config, evaluation),
         "",
     ]
     for kind, title in (("raw", "Raw 16-bit transmission"), ("display", "8-bit display images (random window, downscale, JPEG)")):
@@ -1063,6 +1103,22 @@ def write_model_card(out_dir: str | Path, config: dict[str, Any], evaluation: di
             f"{int(rep['n_negative'] * 0.01)} scans: treat it as an estimate.",
             "",
         ]
+    lines += _false_alarm_lines(evaluation)
+    v10 = config["metrics"].get("test_generator_1_0")
+    if v10:
+        lines += [
+            "Same test seed without the tractor unit and bulk packing (generator 1.0 scans, "
+            "the test set of earlier cards):",
+            "",
+            "| image | AUC | Pd ≥ 5 kg at 1 % FA | Pd ≥ 5 kg at 5 % FA |",
+            "|---|---:|---:|---:|",
+        ]
+        for kind in ("raw", "display"):
+            if kind in v10:
+                r = v10[kind]
+                lines.append(f"| {kind} | {r['auc']:.4f} | {_fmt(r['pd_ge_5kg_at_1pct'], True)} | "
+                             f"{_fmt(r['pd_ge_5kg_at_5pct'], True)} |")
+        lines.append("")
     ge5 = evaluation["raw"]["at_far"]["0.01"]["pd_ge_5kg"]
     verdict = "met" if ge5 is not None and ge5 >= 0.95 else "NOT met"
     lines += [
@@ -1129,7 +1185,8 @@ def write_model_card(out_dir: str | Path, config: dict[str, Any], evaluation: di
         "- Trained only on synthetic scans (`scanvision.synth`: 6 MeV side view, 5 mm pixels, "
         "container + optional chassis). Real scanners differ in geometry, energy, detector and "
         "display window; validate on local scans with known outcomes before relying on the "
-        "score, and recalibrate it (Platt) on them.",
+        "score. `riskengine scanner calibrate` maps a scanner's cleared-scan scores onto the "
+        "distribution these thresholds were set on (see docs/scan_model_selection.md).",
         "- Small concealments (1–5 kg), especially bags thinly spread behind the doors, are "
         "near the noise floor and often missed; dense cargo (machinery, drums) hides more.",
         "- The mass estimate needs raw transmission and the scanner's pixel pitch "
@@ -1140,6 +1197,31 @@ def write_model_card(out_dir: str | Path, config: dict[str, Any], evaluation: di
     path = out / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _mix_sentence(config: dict[str, Any], evaluation: dict[str, Any]) -> str:
+    from scanvision.synth import BULK_RATE, GENERATOR_VERSION, TRACTOR_RATE
+
+    mix = evaluation.get("mix") or {}
+    if "mix" not in evaluation:
+        return "Test scans of generator 1.0 (no tractor unit, default packing)."
+    tractor = mix.get("tractor_rate", TRACTOR_RATE)
+    bulk = mix.get("bulk_rate", BULK_RATE)
+    return (f"Test scans of generator {GENERATOR_VERSION}: {tractor:.0%} of the scans on a trailer show "
+            f"the tractor unit, {bulk:.0%} of the loaded boxes of families with a bulk packing hold "
+            "large uniform packages (big bags, reels, rolls, cable drums, coils, IBC tanks).")
+
+
+def _false_alarm_lines(evaluation: dict[str, Any]) -> list[str]:
+    groups = evaluation.get("false_alarm_at_1pct_threshold_by_group")
+    if not groups:
+        return []
+    lines = ["False alarms among the clean test scans at the 1 % thresholds, by what the scan shows:", "",
+             "| clean scans | n | raw | display |", "|---|---:|---:|---:|"]
+    for key in sorted(groups, key=lambda k: (k != "all", k)):
+        v = groups[key]
+        lines.append(f"| {key} | {v['n']} | {_fmt(v['raw'], True)} | {_fmt(v['display'], True)} |")
+    return lines + [""]
 
 
 def write_card_from_sidecar(model_dir: str | Path) -> Path:
@@ -1200,11 +1282,14 @@ def build_shipped_model(
                                  metrics={"validation": summary["val"]})
     evaluation = evaluate_model_dir(out_dir, eval_count, eval_seed, threat_rate=cfg.threat_rate,
                                     workers=cfg.workers)
+    evaluation_1_0 = evaluate_model_dir(out_dir, eval_count, eval_seed, threat_rate=cfg.threat_rate,
+                                        workers=cfg.workers, mix=GENERATOR_1_0_MIX)
     reference = None
     if reference_dir is not None and Path(reference_dir).is_dir():
         reference = triage_reference_images(out_dir, reference_dir)
     config = json.loads(config_path.read_text())
     config["metrics"]["test"] = evaluation
+    config["metrics"]["test_generator_1_0"] = _short_report(evaluation_1_0)
     # a 40 ft scan: 2538 x 849 px at 5 mm -> 576 px wide at 192 px; 768 for a tight crop
     config["metrics"]["onnx_model_only_40ft"] = [time_model_only(out_dir, w) for w in (576, 768)]
     if reference is not None:
@@ -1235,10 +1320,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (at most 2)")
     parser.add_argument("--card-only", action="store_true",
                         help="only rewrite MODEL_CARD.md and the plot from --out's config.json")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="evaluate the model in --out again (test seed, both generator mixes, "
+                             "--reference-dir) and rewrite its card; no training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.card_only:
         write_card_from_sidecar(args.out)
+        return 0
+    if args.eval_only:
+        reevaluate_model_dir(args.out, args.eval, args.eval_seed, workers=args.workers,
+                             reference_dir=args.reference_dir)
         return 0
     cfg = TrainConfig(model_name=args.model, epochs=args.epochs, seed=args.seed,
                       workers=args.workers, threads=args.threads)
