@@ -52,7 +52,7 @@ models-manifest: $(STAMP_DEV)
 	  --plot models/manifest/reliability.png --record 'the 31 days after training, same generated world (seed 11)'
 
 models-scan: $(STAMP_DEV)
-	$(PY) -m scanvision.train --generate 3000 --seed 1 --epochs 32 --out models/scanvision $(if $(wildcard ../shared/data/xray_reference),--reference-dir ../shared/data/xray_reference)
+	$(PY) -m scanvision.train --generate 4500 --seed 1 --epochs 24 --out models/scanvision $(if $(wildcard ../shared/data/xray_reference),--reference-dir ../shared/data/xray_reference)
 
 bench: $(STAMP_DEV)
 	$(PY) benchmarks/generate_manifests.py

@@ -8,7 +8,9 @@ benchmark builds such scanners from the generator (test seeds never used in trai
   (gain 2.0, lift 0.9), an unsharp mask (edge enhancement), gamma 0.6, half-size, JPEG 75;
 * ``raw_hard_beam``: raw 16-bit transmission of a beam that attenuates 1.5x more
   (``T' = T ** 1.5``, a bremsstrahlung spectrum against the monoenergetic model) with a 3 %
-  detector offset.
+  detector offset;
+* ``raw_low_dose_stretched``: raw 16-bit transmission with the fan-beam magnification of a
+  portal (image 1.2x taller) and a 5x lower dose (extra Poisson noise at 5,000 counts in air).
 
 Per scanner: fit on ``--calibration`` clean scans (seed 31), then measure on held-out scans
 (seed 32, half with a concealment) the false-alarm rate and Pd (>= 5 kg) at the card's 1 %
@@ -44,10 +46,17 @@ from scanvision.io import (  # noqa: E402
     transmission_to_raw16,
 )
 
-SCANNERS = ("display_vendor_b", "raw_hard_beam")
+SCANNERS = ("display_vendor_b", "raw_hard_beam", "raw_low_dose_stretched")
 
 
-def _export(t: np.ndarray, scanner: str) -> Scan:
+def _export(t: np.ndarray, scanner: str, index: int = 0) -> Scan:
+    if scanner == "raw_low_dose_stretched":
+        h, w = t.shape
+        t2 = cv2.resize(t, (w, int(round(h * 1.2))), interpolation=cv2.INTER_LINEAR)
+        rng = np.random.default_rng(index)
+        t2 = np.clip(rng.poisson(t2 * 5000.0) / 5000.0, 1e-5, 1.0).astype(np.float32)
+        t2 = raw16_to_transmission(transmission_to_raw16(t2))
+        return Scan(t2, None, "raw16", None, t2.shape[1], t2.shape[0])
     if scanner == "raw_hard_beam":
         t2 = np.clip(np.power(t, np.float32(1.5)) * np.float32(0.97), 1e-5, 1.0)
         t2 = raw16_to_transmission(transmission_to_raw16(t2))
@@ -82,7 +91,8 @@ def _scores(engine: ScanTriage, count: int, seed: int, threat_rate: float, worke
             items = list(pool.map(_render, [(i, seed, threat_rate) for i in range(c0, min(count, c0 + 32))]))
             masses.extend(m for _, m in items)
             for s in SCANNERS:
-                out[s].extend(r.concealment_score for r in engine.triage([_export(t, s) for t, _ in items]))
+                scans = [_export(t, s, c0 + j) for j, (t, _) in enumerate(items)]
+                out[s].extend(r.concealment_score for r in engine.triage(scans))
             print(f"  seed {seed}: {len(masses)}/{count} scans", file=sys.stderr, flush=True)
     return {"scores": {s: np.asarray(v) for s, v in out.items()}, "mass": np.asarray(masses)}
 

@@ -99,7 +99,7 @@ def triage_cmd(
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Model directory to write (model.onnx, config.json).")
-@click.option("--epochs", default=32, show_default=True, type=click.IntRange(min=1),
+@click.option("--epochs", default=24, show_default=True, type=click.IntRange(min=1),
               help="Training epochs.")
 @click.option("--seed", default=1, show_default=True, help="Random seed (weights, augmentation, split).")
 @click.option("--model", "model_name", default="triage_mnv3s_075", show_default=True,
