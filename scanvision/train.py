@@ -758,8 +758,7 @@ def _eval_chunk(args: tuple[Any, ...]) -> dict[str, Any]:
     """Render evaluation scan ``index`` (raw16 counts + a random display image) and its truth."""
     from scanvision.synth import render_scan, sample_spec, to_display8
 
-    child, index, seed, threat_rate, channels = args[:5]
-    mix = args[5] if len(args) > 5 else {}
+    child, index, seed, threat_rate, channels, mix = args
     rng = np.random.default_rng(child)
     spec = sample_spec(rng, scan_id=f"SCAN{index:06d}", seed=seed, threat_rate=threat_rate,
                        dual_energy=channels == 2, **mix)

@@ -21,6 +21,18 @@ OUT = Path(__file__).with_name("synthetic_scans.png")
 OUT_BULK = Path(__file__).with_name("synthetic_scans_bulk.png")
 
 
+def _panel(ax: plt.Axes, title: str, spec: ScanSpec) -> None:
+    """One scan through the default display window, its concealments boxed in red."""
+    scan = render_scan(spec)
+    ax.imshow(to_display8(scan.transmission), cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
+    for th in scan.meta["threats"]:
+        x0, y0, x1, y1 = th["box"]
+        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="red", lw=1.2))
+        ax.text(x0, y0 - 8, f"{th['type']} {th['mass_kg']:.0f} kg", color="red", fontsize=8)
+    ax.set_title(f"{title}\ncargo {scan.meta['cargo_mass_kg'] / 1000:.1f} t", fontsize=9)
+    ax.set_axis_off()
+
+
 def main() -> None:
     panels = [
         ("20 ft reefer (22R1), fruit, 36 kg rip-on/rip-off bags at the doors",
@@ -37,14 +49,7 @@ def main() -> None:
 
     fig, axes = plt.subplots(2, 2, figsize=(16, 7.6), dpi=110)
     for ax, (title, spec) in zip(axes.ravel()[:3], panels, strict=True):
-        scan = render_scan(spec)
-        ax.imshow(to_display8(scan.transmission), cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
-        for th in scan.meta["threats"]:
-            x0, y0, x1, y1 = th["box"]
-            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="red", lw=1.2))
-            ax.text(x0, y0 - 8, f"{th['type']} {th['mass_kg']:.0f} kg", color="red", fontsize=8)
-        ax.set_title(f"{title}\ncargo {scan.meta['cargo_mass_kg'] / 1000:.1f} t", fontsize=9)
-        ax.set_axis_off()
+        _panel(ax, title, spec)
 
     de = render_scan(de_spec)
     a_hi, a_lo = -np.log(de.transmission), -np.log(de.transmission_low)
@@ -91,14 +96,7 @@ def bulk_figure() -> None:
     ]
     fig, axes = plt.subplots(3, 2, figsize=(16, 10), dpi=100)
     for ax, (title, spec) in zip(axes.ravel(), panels, strict=True):
-        scan = render_scan(spec)
-        ax.imshow(to_display8(scan.transmission), cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
-        for th in scan.meta["threats"]:
-            x0, y0, x1, y1 = th["box"]
-            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="red", lw=1.2))
-            ax.text(x0, y0 - 8, f"{th['type']} {th['mass_kg']:.0f} kg", color="red", fontsize=8)
-        ax.set_title(f"{title}\ncargo {scan.meta['cargo_mass_kg'] / 1000:.1f} t", fontsize=9)
-        ax.set_axis_off()
+        _panel(ax, title, spec)
     fig.suptitle("Generator 1.1: tractor unit and large uniform packages (clean cargo that looks like "
                  "dense blocks), default display window", fontsize=10)
     fig.tight_layout()
