@@ -87,15 +87,15 @@ class ScannerCalibration:
     kind: str
     scale: float
     bias: float
-    n_clean: int
-    clean_median: float
-    clean_spread: float
-    reference_median: float
-    reference_spread: float
-    threshold: float
-    alarm_rate_before: float
-    alarm_rate_after: float
-    fitted_at: str
+    n_clean: int = 0
+    clean_median: float = float("nan")
+    clean_spread: float = float("nan")
+    reference_median: float = float("nan")
+    reference_spread: float = float("nan")
+    threshold: float = 0.5
+    alarm_rate_before: float = float("nan")
+    alarm_rate_after: float = float("nan")
+    fitted_at: str = ""
 
     def apply(self, scores: np.ndarray | Sequence[float]) -> np.ndarray:
         """Calibrated scores."""
@@ -114,7 +114,10 @@ class ScannerCalibration:
             raise ValueError(f"{CALIBRATION_KEY} in config.json lacks {missing}; recalibrate the scanner")
         if d["kind"] not in ("raw16", "display8"):
             raise ValueError(f"{CALIBRATION_KEY}.kind must be 'raw16' or 'display8', got {d['kind']!r}")
-        return cls(**{k: d[k] for k in fields if k in d})
+        try:
+            return cls(**{k: d[k] for k in fields if k in d})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{CALIBRATION_KEY} in config.json is malformed ({exc}); recalibrate the scanner") from exc
 
 
 def fit_scanner_calibration(

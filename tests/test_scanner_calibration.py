@@ -79,6 +79,9 @@ def test_calibration_round_trips_and_rejects_bad_sidecars() -> None:
         ScannerCalibration.from_dict({"scanner": "a", "kind": "raw16", "scale": 1.0})
     with pytest.raises(ValueError, match="kind must be 'raw16' or 'display8'"):
         ScannerCalibration.from_dict({**cal.to_dict(), "kind": "jpeg"})
+    # the map alone is enough (a hand-written calibration); the report fields are optional
+    minimal = ScannerCalibration.from_dict({"scanner": "a", "kind": "raw16", "scale": 2.0, "bias": -1.0})
+    assert minimal.apply([0.5])[0] == pytest.approx(1 / (1 + np.exp(1.0)))
 
 
 def _display_scan(seed: int) -> Scan:
