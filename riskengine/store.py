@@ -27,6 +27,7 @@ Example
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
@@ -380,6 +381,70 @@ def _sqlite_engine(u: URL, busy_timeout_ms: int) -> Engine:
 def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(seq), size):
         yield seq[start:start + size]
+
+
+@dataclass(frozen=True)
+class Page:
+    """Rows of one page of an ordered listing and the cursor of the next page (None: last)."""
+
+    rows: pd.DataFrame
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class QueuePage(Page):
+    """One page of a port's queue, with the counts of the whole queue."""
+
+    total: int = 0
+    lane_counts: dict[str, int] | None = None
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    """An opaque, URL-safe cursor for a row's sort key (ints and strings)."""
+    plain = [v.item() if isinstance(v, np.generic) else v for v in values]
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str, n_keys: int) -> list[Any]:
+    """The sort key in a cursor from :func:`encode_cursor`; ValueError for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        values = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cursor {text[:40]!r} is not one this service gave out; start again "
+                         "without a cursor and use the next_cursor of each reply") from exc
+    if not isinstance(values, list) or len(values) != n_keys or not all(
+            isinstance(v, (int, str)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"cursor {text[:40]!r} is not one this service gave out; start again "
+                         "without a cursor and use the next_cursor of each reply")
+    return values
+
+
+def page_after(df: pd.DataFrame, keys: Sequence[str], limit: int, cursor: str | None, *,
+               descending: bool = False) -> Page:
+    """Keyset paging over ``df`` sorted by ``keys``: the first ``limit`` rows after ``cursor``.
+
+    Vectorised lexicographic comparison of the key columns with the cursor's key (one pass per
+    key column); ``descending`` when ``df`` is sorted newest first.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    rows = df
+    if cursor is not None and len(df):
+        after = np.zeros(len(df), dtype=bool)
+        tied = np.ones(len(df), dtype=bool)
+        for col, value in zip(keys, decode_cursor(cursor, len(keys)), strict=True):
+            v = df[col].to_numpy()
+            if isinstance(value, str) != (v.dtype == object):
+                raise ValueError(f"cursor {cursor[:40]!r} does not fit this listing; start again without a cursor")
+            beyond = (v < value) if descending else (v > value)
+            after |= tied & beyond
+            tied &= v == value
+        rows = df[after]
+    page = rows.iloc[:limit]
+    more = len(rows) > limit
+    nxt = encode_cursor(page.iloc[-1][list(keys)].tolist()) if more else None
+    return Page(rows=page.reset_index(drop=True), next_cursor=nxt)
 
 
 def hash_hex(hashes: np.ndarray | pd.Series) -> np.ndarray:
@@ -1072,6 +1137,26 @@ class Store:
             return state.reset_index(drop=True)
         return self._ordered(state)
 
+    def queue_page(self, port: str, terminal: str | None = None, shift: str | None = None, *,
+                   limit: int = 500, cursor: str | None = None) -> QueuePage:
+        """One page of :meth:`queue`: at most ``limit`` rows after ``cursor``.
+
+        The cursor is the position of the previous page's last row in the queue order (lane,
+        rank, terminal, shift, manifest id), so paging from ``cursor=None`` until
+        ``next_cursor`` is None returns every container once while the queue does not change.
+        ``lane_counts`` and ``total`` count the whole queue, not the page.
+
+        >>> page = store.queue_page("NLRTM", limit=100)                  # doctest: +SKIP
+        >>> page = store.queue_page("NLRTM", limit=100, cursor=page.next_cursor)  # doctest: +SKIP
+        """
+        q = self.queue(port, terminal=terminal, shift=shift)
+        counts = {str(k): int(v) for k, v in q["lane"].value_counts().items()} if len(q) else {}
+        keyed = q.assign(_lane=q["lane"].map({lane: i for i, lane in enumerate(LANE_ORDER)})
+                         .fillna(len(LANE_ORDER)).astype(int))
+        page = page_after(keyed, ["_lane", "rank", "terminal", "shift", "manifest_id"], limit, cursor)
+        return QueuePage(rows=page.rows.drop(columns=["_lane"]), next_cursor=page.next_cursor,
+                         total=len(q), lane_counts=counts)
+
     @staticmethod
     def _ordered(state: pd.DataFrame) -> pd.DataFrame:
         df = state.copy()
@@ -1371,6 +1456,29 @@ class Store:
                               columns=["id", "at", "actor", "action", "entity", "entity_id", "details"])
         df["details"] = [json.loads(x) if x else {} for x in df["details"]]
         return df
+
+    def audit_page(self, limit: int = 100, cursor: str | None = None, *, entity_id: str | None = None,
+                   actor: str | None = None) -> Page:
+        """One page of :meth:`audit`, newest first: ``limit`` rows older than ``cursor``."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        a = AuditRecord.__table__
+        q = sa.select(a).order_by(a.c.id.desc()).limit(limit + 1)
+        if cursor is not None:
+            (before,) = decode_cursor(cursor, 1)
+            if not isinstance(before, int):
+                raise ValueError(f"cursor {cursor[:40]!r} does not fit this listing; start again without a cursor")
+            q = q.where(a.c.id < before)
+        if entity_id is not None:
+            q = q.where(a.c.entity_id == entity_id)
+        if actor is not None:
+            q = q.where(a.c.actor == actor)
+        with self._read() as conn:
+            df = pd.DataFrame(conn.execute(q).mappings().all(),
+                              columns=["id", "at", "actor", "action", "entity", "entity_id", "details"])
+        df["details"] = [json.loads(x) if x else {} for x in df["details"]]
+        nxt = encode_cursor([int(df["id"].iloc[limit - 1])]) if len(df) > limit else None
+        return Page(rows=df.iloc[:limit].reset_index(drop=True), next_cursor=nxt)
 
     def _insert_audit(self, conn: Connection, rows: pd.DataFrame) -> None:
         for chunk in _chunks(rows, _CHUNK_ROWS):

@@ -687,3 +687,81 @@ def test_unreadable_upload_names_the_upload_not_a_server_path(client):
     assert detail.startswith("cannot read the uploaded manifests")
     assert tempfile.gettempdir() not in detail and "upload.parquet" not in detail
     assert "arrivals.parquet" in detail
+
+
+# --------------------------------------------------------------------------------------------
+# Paging and timestamps
+# --------------------------------------------------------------------------------------------
+
+
+def test_queue_pages_through_every_container_exactly_once(client, app):
+    assert client.post("/api/manifests", json=rows(make_manifests(2_500))).status_code == 200
+    whole = client.get("/api/queue", params={"port": "NLRTM", "limit": 5_000}).json()
+    assert whole["total"] == len(whole["items"]) == 2_500 and whole["next_cursor"] is None
+
+    two = client.get("/api/queue", params={"port": "NLRTM", "limit": 2})
+    assert len(two.json()["items"]) == 2 and two.json()["total"] == 2_500
+    assert two.headers["X-Next-Cursor"] == two.json()["next_cursor"]
+    assert 'rel="next"' in two.headers["Link"]
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"port": "NLRTM", "limit": 300} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/api/queue", params=params).json()
+        assert len(page["items"]) <= 300 and page["lane_counts"] == whole["lane_counts"]
+        seen += [i["manifest_id"] for i in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 9
+    assert seen == [i["manifest_id"] for i in whole["items"]]  # same order, each exactly once
+    assert len(set(seen)) == 2_500
+
+    r = client.get("/api/queue", params={"port": "NLRTM", "cursor": "not-a-cursor"})
+    assert r.status_code == 422 and "next_cursor" in r.json()["detail"]
+    assert client.get("/api/queue", params={"port": "NLRTM", "limit": 0}).status_code == 422
+
+
+def test_other_list_routes_page_too(client, app):
+    payload = rows(make_manifests(30))
+    assert client.post("/api/manifests", json=payload).status_code == 200
+    for i in payload[:7]:
+        assert client.post("/api/outcomes", json={"manifest_id": i["manifest_id"],
+                                                  "result": "nothing_found"}).status_code == 201
+
+    def every(path: str, key: str, limit: int, headers=None) -> list:
+        got, cursor = [], None
+        while True:
+            r = client.get(path, params={"limit": limit} | ({"cursor": cursor} if cursor else {}),
+                           headers=headers)
+            assert r.status_code == 200, r.text
+            assert len(r.json()) <= limit
+            got += [x[key] for x in r.json()]
+            cursor = r.headers.get("X-Next-Cursor")
+            if cursor is None:
+                return got
+
+    outcomes = every("/api/outcomes", "manifest_id", 3)
+    assert outcomes == sorted(i["manifest_id"] for i in payload[:7])
+    groups = every("/api/queue/groups", "terminal", 1)
+    assert sorted(groups) == ["NLRTM-APMT", "NLRTM-ECT"]
+    admin = bearer(app, "admin")
+    audit = every("/api/audit", "id", 16, headers=admin)
+    assert len(audit) == len(set(audit)) == len(app.state.store.audit(None))
+    assert audit == sorted(audit, reverse=True)
+    tokens = every("/api/tokens", "token_id", 2, headers=admin)
+    assert len(tokens) == len(set(tokens)) == 3
+
+
+def test_reply_timestamps_are_utc_aware(client, app):
+    payload = rows(make_manifests(10))
+    client.post("/api/manifests", json=payload)
+    client.post("/api/outcomes", json={"manifest_id": payload[0]["manifest_id"], "result": "nothing_found"})
+    item = client.get("/api/queue", params={"port": "NLRTM"}).json()["items"][0]
+    recorded = client.get("/api/outcomes").json()[0]["recorded_at"]
+    admin = bearer(app, "admin")
+    token = client.get("/api/tokens", headers=admin).json()[0]["created_at"]
+    at = client.get("/api/audit", headers=admin).json()[0]["at"]
+    for text in (item["decided_at"], recorded, token, at):
+        assert text.endswith(("Z", "+00:00")), text

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _as_utc(value: datetime) -> datetime:
+    # The store keeps naive UTC; a reply says so (2027-01-31T06:12:00Z), as the CLI does.
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+#: A timestamp in a reply: always time-zone aware, in UTC.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class _Out(BaseModel):
@@ -106,14 +115,16 @@ class QueueItem(_Out):
     scan_reasons: str | None
     decision_reasons: str | None
     outcome: str | None
-    decided_at: datetime | None
+    decided_at: UtcDatetime | None
 
 
 class QueueResponse(_Out):
     port: str
     terminal: str | None
     shift: str | None
-    lane_counts: dict[str, int]
+    lane_counts: dict[str, int] = Field(description="Containers per lane in the whole queue.")
+    total: int = Field(description="Containers in the whole queue (all pages).")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
     items: list[QueueItem]
 
 
@@ -151,7 +162,7 @@ class OutcomeRow(_Out):
     amount_kg: float
     notes: str | None
     actor: str
-    recorded_at: datetime
+    recorded_at: UtcDatetime
     port: str | None
     terminal: str | None
     shift: str | None
@@ -273,12 +284,12 @@ class TokenOut(_Out):
     role: str
     clearance: str
     state: Literal["active", "revoked", "expired"]
-    created_at: datetime
+    created_at: UtcDatetime
     created_by: str
-    expires_at: datetime | None
-    revoked_at: datetime | None
+    expires_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
     revoked_by: str | None
-    last_used_at: datetime | None
+    last_used_at: UtcDatetime | None
 
 
 class TokenCreated(TokenOut):
@@ -287,7 +298,7 @@ class TokenCreated(TokenOut):
 
 class AuditRow(_Out):
     id: int
-    at: datetime
+    at: UtcDatetime
     actor: str
     action: str
     entity: str

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from riskengine.service.auth import OfficerDep
 from riskengine.service.deps import BroadcasterDep, StoreDep
-from riskengine.service.routers._util import records
+from riskengine.service.routers._util import Cursor, Limit, bad_cursor, link_next, records
 from riskengine.service.schemas import HitRate, OutcomeIn, OutcomeOut, OutcomeRow
 
 router = APIRouter(prefix="/api/outcomes", tags=["outcomes"])
@@ -39,8 +39,18 @@ async def post_outcome(body: OutcomeIn, store: StoreDep, broadcaster: Broadcaste
 
 
 @router.get("", response_model=list[OutcomeRow], summary="Latest outcome per inspected container")
-def get_outcomes(store: StoreDep, _: OfficerDep) -> list[OutcomeRow]:
-    return [OutcomeRow.model_validate(r) for r in records(store.outcomes())]
+def get_outcomes(store: StoreDep, _: OfficerDep, request: Request, response: Response,
+                 limit: Limit = 500, cursor: Cursor = None) -> list[OutcomeRow]:
+    """By manifest id, `limit` per reply; the next page's cursor is in the X-Next-Cursor and
+    Link headers."""
+    from riskengine.store import page_after
+
+    try:
+        page = page_after(store.outcomes(), ["manifest_id"], limit, cursor)
+    except ValueError as exc:
+        raise bad_cursor(exc) from exc
+    link_next(request, response, page.next_cursor)
+    return [OutcomeRow.model_validate(r) for r in records(page.rows)]
 
 
 @router.get("/hit-rates", response_model=list[HitRate], summary="Hit rates per lane, random vs targeted")

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+import pandas as pd
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from riskengine.indicators.tlp import ROLE_DEFAULT_CLEARANCE, normalize_tlp
 from riskengine.service.auth import AdminDep
 from riskengine.service.deps import StoreDep
+from riskengine.service.routers._util import Cursor, Limit, bad_cursor, link_next
 from riskengine.service.schemas import TokenCreated, TokenIn, TokenOut
+from riskengine.store import page_after
 
 router = APIRouter(prefix="/api/tokens", tags=["tokens"])
 
 
 @router.get("", response_model=list[TokenOut], summary="Every API token (never the secrets)")
-def list_tokens(store: StoreDep, _: AdminDep) -> list[TokenOut]:
-    """Active, revoked and expired tokens with their role, clearance and last use."""
-    return [TokenOut(**t.to_dict()) for t in store.list_tokens()]
+def list_tokens(store: StoreDep, _: AdminDep, request: Request, response: Response,
+                limit: Limit = 500, cursor: Cursor = None) -> list[TokenOut]:
+    """Active, revoked and expired tokens with their role, clearance and last use, oldest
+    first, `limit` per reply (the next page's cursor is in the X-Next-Cursor and Link headers)."""
+    tokens = store.list_tokens()
+    keys = pd.DataFrame({"created": [t.created_at.isoformat() for t in tokens],
+                         "token_id": [t.token_id for t in tokens], "i": range(len(tokens))}, dtype=object)
+    try:
+        page = page_after(keys, ["created", "token_id"], limit, cursor)
+    except ValueError as exc:
+        raise bad_cursor(exc) from exc
+    link_next(request, response, page.next_cursor)
+    return [TokenOut(**tokens[i].to_dict()) for i in page.rows["i"]]
 
 
 @router.post("", response_model=TokenCreated, status_code=status.HTTP_201_CREATED,
