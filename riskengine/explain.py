@@ -164,9 +164,20 @@ def _texts_for(feature: str, info: dict[str, Any], X: pd.DataFrame, rows: np.nda
                    + f" the usual for its {group}").to_numpy()
         return np.where(nan, f"{label}: no reference for its {group} yet", txt)
     if kind == "indicator":
-        title = info.get("title") or info.get("rationale") or ""
-        hit = f"indicator {info.get('id')}" + (f": {title}" if title else "")
-        return np.where(v >= 0.5, hit, f"indicator {info.get('id')} not hit")
+        from riskengine.indicators.tlp import ROLE_DEFAULT_CLEARANCE, tlp_allows
+
+        # Reasons are shown to every officer: the title of an indicator marked above the
+        # officers' clearance stays out of them (unknown marking: the model predates markings,
+        # its packs were loaded as they were saved and the marking set from them at load).
+        tlp = str(info.get("tlp", "CLEAR"))
+        if tlp_allows(ROLE_DEFAULT_CLEARANCE["officer"], tlp):
+            title = info.get("title") or info.get("rationale") or ""
+            hit = f"indicator {info.get('id')}" + (f": {title}" if title else "")
+            miss = f"indicator {info.get('id')} not hit"
+        else:
+            hit = f"indicator of pack {info.get('pack')} (TLP:{tlp}; ask an analyst)"
+            miss = f"indicator of pack {info.get('pack')} (TLP:{tlp}) not hit"
+        return np.where(v >= 0.5, hit, miss)
     if kind == "indicator_count":
         return (_num(v) + " indicator hit(s)").to_numpy()
     return (f"{feature} = " + _sig(v)).to_numpy()

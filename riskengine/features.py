@@ -590,9 +590,14 @@ class FeatureBuilder:
         fb.history_start_day_ = _none_to_nan(state["history_start_day"])
         fb.history_end_day_ = _none_to_nan(state["history_end_day"])
         fb.compacted_until_day_ = state["compacted_until_day"]
-        if fb.indicator_ids_ and sorted(_indicator_info(packs)) != sorted(fb.indicator_ids_):
-            raise ValueError(f"{p / 'packs'}: the saved indicator packs do not match the features "
-                             f"({len(fb.indicator_ids_)} indicators expected); the model folder is incomplete.")
+        if fb.indicator_ids_:
+            in_force = _indicator_info(packs)
+            every = {str(ind.id) for pack in packs for ind in pack.indicators}  # models saved before the merge
+            if sorted(fb.indicator_ids_) not in (sorted(in_force), sorted(every)):
+                raise ValueError(f"{p / 'packs'}: the saved indicator packs do not match the features "
+                                 f"({len(fb.indicator_ids_)} indicators expected); the model folder is incomplete.")
+            for iid, meta in in_force.items():  # models saved before markings were recorded
+                fb.feature_info_.get(f"ind.{iid}", {}).setdefault("tlp", meta["tlp"])
         return fb
 
 
@@ -687,16 +692,27 @@ def _resolve_packs(spec: Any) -> list[Any]:
 
 
 def _indicator_info(packs: list[Any]) -> dict[str, dict[str, Any]]:
-    """Indicator id → {label, title, rationale, pack} in pack order."""
+    """Indicator id → {label, title, rationale, pack, tlp} of the indicators in force.
+
+    The indicators are those the evaluation uses (packs merged: the highest version of a pack,
+    the highest version of an indicator), each with the TLP marking of the pack version it came
+    from, so a reason never names an indicator by the title of another version.
+    """
+    from riskengine.indicators import IndicatorPack, merge_packs
+
+    if packs and all(isinstance(p, IndicatorPack) for p in packs):
+        in_force = list(merge_packs(packs).indicators)
+    else:  # duck-typed packs (tests): every indicator, the last one of an id wins
+        in_force = [ind for pack in packs for ind in pack.indicators]
     info: dict[str, dict[str, Any]] = {}
-    for pack in packs:
-        for ind in pack.indicators:
-            info[str(ind.id)] = {
-                "label": f"indicator {ind.id}",
-                "title": str(getattr(ind, "title", "") or ""),
-                "rationale": str(getattr(ind, "rationale", "") or ""),
-                "pack": str(getattr(pack, "id", getattr(pack, "name", ""))),
-            }
+    for ind in in_force:
+        info[str(ind.id)] = {
+            "label": f"indicator {ind.id}",
+            "title": str(getattr(ind, "title", "") or ""),
+            "rationale": str(getattr(ind, "rationale", "") or ""),
+            "pack": str(getattr(ind, "pack_id", "")),
+            "tlp": str(getattr(ind, "pack_tlp", "RED")),
+        }
     return info
 
 

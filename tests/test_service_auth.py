@@ -499,6 +499,132 @@ def test_mandatory_reasons_do_not_quote_packs_above_the_officers_clearance():
                for t in text)
 
 
+RED_TITLE = "SECRET informant says vessel MSC ANNA carries it"
+
+
+def versioned_pack_yaml(version: str, tlp: str, title: str) -> str:
+    """One pack id (be-douane-red) in several versions: one critical indicator on EC bananas."""
+    return f"""metadata:
+  id: be-douane-red
+  version: {version}
+  issuer: {{agency: Douane Antwerpen, country: BE}}
+  created: 2025-06-01
+  tlp: {tlp}
+  description: Version {version}, marked {tlp}.
+indicators:
+  - id: be_vessel_tip
+    title: "{title}"
+    rationale: Reported by the partner.
+    condition: {{all: [{{field: origin_country, eq: EC}}, {{field: hs_code, prefix: "0803"}}]}}
+    severity: critical
+"""
+
+
+@pytest.fixture
+def two_versions_dir(tmp_path):
+    """be-douane-red 2.0.0 (TLP:RED) and the older 1.0.0 (TLP:CLEAR); the older file is read last."""
+    d = tmp_path / "packs-two-versions"
+    d.mkdir()
+    (d / "a-current.yaml").write_text(versioned_pack_yaml("2.0.0", "RED", RED_TITLE))
+    (d / "b-old.yaml").write_text(versioned_pack_yaml("1.0.0", "CLEAR", "Bananas from Ecuador (public)"))
+    return d
+
+
+def test_mandatory_reasons_take_the_marking_of_the_indicator_that_fired(two_versions_dir):
+    manifests = make_manifests(4)
+    manifests["origin_country"] = "EC"
+    packs = [parse_pack((two_versions_dir / f).read_text()) for f in ("a-current.yaml", "b-old.yaml")]
+    mask, text = mandatory_rules(manifests, 10.0, packs)
+    assert mask.all()
+    assert all(RED_TITLE not in t and "SECRET" not in t for t in text), text
+    assert set(text) == {"mandatory: indicator of pack be-douane-red (TLP:RED; ask an analyst)"}
+
+
+def test_model_reasons_redact_indicators_above_the_officers_clearance(two_versions_dir):
+    """A model trained with both versions names the indicator in force by its own marking."""
+    import numpy as np
+    import pandas as pd
+
+    from riskengine.explain import reason_texts
+    from riskengine.features import _indicator_info
+
+    packs = [parse_pack((two_versions_dir / f).read_text()) for f in ("a-current.yaml", "b-old.yaml")]
+    info = _indicator_info(packs)
+    assert info["be_vessel_tip"]["tlp"] == "RED" and info["be_vessel_tip"]["title"] == RED_TITLE
+    feature_info = {f"ind.{k}": {"kind": "indicator", "id": k, **v} for k, v in info.items()}
+    texts = reason_texts(np.array([[0], [0]]), pd.DataFrame({"ind.be_vessel_tip": [1.0, 0.0]}), feature_info)
+    assert texts[:, 0].tolist() == ["indicator of pack be-douane-red (TLP:RED; ask an analyst)",
+                                    "indicator of pack be-douane-red (TLP:RED) not hit"]
+
+
+class PackRulesScorer(FakeScorer):
+    """The fake risk plus the service's mandatory rules over the packs the app uses (as ModelScorer)."""
+
+    def __init__(self, app) -> None:
+        super().__init__()
+        self.app = app
+
+    def __call__(self, manifests):
+        from riskengine.fusion import join_reasons
+
+        out = super().__call__(manifests)
+        mask, text = mandatory_rules(manifests, 10.0, self.app.state.packs.load().indicator_packs())
+        out["mandatory"] = mask
+        out["reasons"] = join_reasons([text, out["reasons"].to_numpy()])
+        return out
+
+
+def test_no_route_shows_a_pack_above_the_readers_clearance_with_two_versions_present(tmp_path,
+                                                                                      two_versions_dir):
+    app = make_app(tmp_path, packs_dir=two_versions_dir, allow_unsigned_packs=True)
+    app.dependency_overrides[get_scorer] = lambda: PackRulesScorer(app)
+    _, red = app.state.store.create_token("liaison", "analyst", clearance="RED", actor="cli:root")
+    manifests = make_manifests(12, terminals=("NLRTM-ECT",))
+    manifests["origin_country"] = "EC"
+    events: list[str] = []
+    connected = threading.Event()
+
+    def listen(url: str) -> None:
+        with httpx.Client(timeout=httpx.Timeout(10.0)) as h, \
+                h.stream("GET", f"{url}/api/feed?limit=1", headers=auth(app, "officer")) as r:
+            for line in r.iter_lines():
+                events.append(line)
+                if line.startswith(": connected"):
+                    connected.set()
+
+    with running_server(app) as url:
+        listener = threading.Thread(target=listen, args=(url,), daemon=True)
+        listener.start()
+        assert connected.wait(10), events
+        r = httpx.post(f"{url}/api/manifests", json=rows(manifests), headers=auth(app, "analyst"), timeout=30)
+        assert r.status_code == 200, r.text
+        listener.join(10)
+        seen = {"POST /api/manifests (analyst)": r.text, "GET /api/feed (officer)": "\n".join(events)}
+        for role in ("officer", "analyst", "admin"):
+            h = auth(app, role)
+            paths = ["/", "/api/queue?port=NLRTM", "/api/queue/groups", "/api/outcomes",
+                     *(f"/api/manifests/{m}" for m in manifests["manifest_id"])]
+            if role != "officer":
+                paths += ["/api/indicators", "/api/indicators/be-douane-red", "/api/models"]
+            if role == "admin":
+                paths += ["/api/audit?limit=1000"]
+            for path in paths:
+                got = httpx.get(f"{url}{path}", headers=h, timeout=30)
+                assert got.status_code == 200, (role, path, got.text)
+                seen[f"GET {path} ({role})"] = got.text
+        detail = httpx.get(f"{url}/api/indicators/be-douane-red", headers={"Authorization": f"Bearer {red}"}).json()
+    leaks = [where for where, text in seen.items() if "SECRET" in text or "informant" in text]
+    assert leaks == [], f"TLP:RED text shown to a reader cleared below RED: {leaks}"
+    queue = json.loads(seen["GET /api/queue?port=NLRTM (officer)"])["items"]
+    assert len(queue) == 12
+    assert all("indicator of pack be-douane-red (TLP:RED; ask an analyst)" in i["reasons"] for i in queue)
+    # An analyst (AMBER) is served the CLEAR 1.0.0 only; a RED token gets the 2.0.0 in force.
+    analyst_view = json.loads(seen["GET /api/indicators/be-douane-red (analyst)"])
+    assert (analyst_view["version"], analyst_view["tlp"]) == ("1.0.0", "CLEAR")
+    assert (detail["version"], detail["tlp"]) == ("2.0.0", "RED")
+    assert detail["content"]["indicators"][0]["title"] == RED_TITLE
+
+
 # --------------------------------------------------------------------------------------------
 # Rescore and models
 # --------------------------------------------------------------------------------------------

@@ -257,7 +257,13 @@ def _instant_text(ts: pd.Timestamp | None, date_only: bool) -> str | None:
 
 @dataclass(frozen=True, eq=False)
 class Indicator:
-    """One risk indicator. ``version`` is its own or, by default, its pack's version."""
+    """One risk indicator. ``version`` is its own or, by default, its pack's version.
+
+    ``pack_tlp`` is the TLP marking of the pack the indicator came from: whoever shows the
+    indicator (its title, its rationale) checks the reader's clearance against this marking,
+    the marking of the very indicator that fired, never a marking looked up by pack id (two
+    versions of one pack may carry different markings). Unknown (built in memory): RED.
+    """
 
     id: str
     title: str
@@ -274,6 +280,7 @@ class Indicator:
     references: tuple[Reference, ...] = ()
     tags: tuple[str, ...] = ()
     extensions: dict = field(default_factory=dict)
+    pack_tlp: str = "RED"
 
     def fields(self) -> set[str]:
         """Fields the condition reads."""
@@ -521,7 +528,7 @@ def _parse_indicator(item: Any, index: int, meta: PackMetadata) -> Indicator:
         version=version, pack_id=meta.id, pack_version=meta.version, valid_from=start,
         valid_until=end, valid_from_date_only=start_d, valid_until_date_only=end_d,
         references=_parse_references(item.get("references")), tags=tuple(tags),
-        extensions=_extensions(item),
+        extensions=_extensions(item), pack_tlp=meta.tlp,
     )
 
 

@@ -171,7 +171,9 @@ def mandatory_rules(manifests: pd.DataFrame, min_severity: float | None,
     ``packs`` default to the built-in ones. Returns (mask, text) where text names the indicators
     ("mandatory: <title>") or is "". The queue shows these reasons to every officer, so an
     indicator from a pack marked above the officers' clearance (TLP) is named only by its pack
-    and marking, never by its title.
+    and marking, never by its title. The marking is the one of the pack version the indicator
+    that fired came from (``Indicator.pack_tlp``): with a RED 2.0.0 and a CLEAR 1.0.0 of one
+    pack, the 2.0.0 indicators in force stay redacted.
     """
     n = len(manifests)
     if min_severity is None or n == 0:
@@ -184,11 +186,10 @@ def mandatory_rules(manifests: pd.DataFrame, min_severity: float | None,
     severe = [i for i in hits.indicators if i.severity.score >= min_severity]
     if not severe:
         return np.zeros(n, dtype=bool), np.full(n, "", dtype=object)
-    marking = {p.id: p.metadata.tlp for p in packs}
     officers = ROLE_DEFAULT_CLEARANCE["officer"]
 
     def label(ind: Any) -> str:
-        tlp = marking.get(ind.pack_id, "RED")
+        tlp = getattr(ind, "pack_tlp", "RED")
         if tlp_allows(officers, tlp):
             return "mandatory: " + str(ind.title)
         return f"mandatory: indicator of pack {ind.pack_id} (TLP:{tlp}; ask an analyst)"
