@@ -400,15 +400,25 @@ def test_severity_numbers_and_labels():
 # merging
 # --------------------------------------------------------------------------------------------
 
-def test_merge_higher_version_wins():
-    old = make_pack([ind("shared", severity="low"), ind("only_old")], pack_id="be", version="1.0.0")
-    new = make_pack([ind("shared", severity="critical", version="1.1.0")], pack_id="nl", version="1.0.0")
-    merged = merge_packs([new, old])
-    assert merged.ids == ["shared", "only_old"]
-    assert merged.indicator("shared").severity.label == "critical"
-    assert merged.indicator("shared").pack_id == "nl"
-    assert merged.conflicts == ()
-    assert [(s.indicator_id, s.pack_id, s.by_pack_id) for s in merged.superseded] == [("shared", "be", "nl")]
+def test_merge_higher_version_wins_only_within_the_owning_pack(caplog):
+    be = make_pack([ind("shared", severity="low"), ind("only_be")], pack_id="be", version="1.0.0")
+    nl = make_pack([ind("shared", severity="critical", version="1.1.0")], pack_id="nl", version="1.0.0")
+    with caplog.at_level(logging.ERROR):
+        merged = merge_packs([be, nl])
+    # "shared" belongs to be (given first): nl's higher version does not replace it.
+    assert merged.ids == ["shared", "only_be"]
+    assert merged.indicator("shared").severity.label == "low"
+    assert merged.indicator("shared").pack_id == "be"
+    assert merged.conflicts == () and merged.superseded == ()
+    (refused,) = merged.refused
+    assert (refused.indicator_id, refused.pack_id, refused.owner_pack_id) == ("shared", "nl", "be")
+    assert "pack 'nl' redefines indicator 'shared' (version 1.1.0) of pack 'be'" in caplog.text
+    with pytest.raises(PackConflictError, match="may only supersede its own indicators"):
+        merge_packs([be, nl], strict=True)
+    # The owner supersedes its own indicator with a higher version.
+    be2 = make_pack([ind("shared", severity="critical", version="1.1.0")], pack_id="be", version="1.1.0")
+    merged = merge_packs([be, be2, nl])
+    assert merged.indicator("shared").severity.label == "critical" and merged.refused == ()
 
 
 def test_merge_newer_pack_version_replaces_the_whole_older_one():
@@ -442,9 +452,12 @@ def test_merge_conflict_is_reported_and_strict_raises(caplog):
     with pytest.raises(PackConflictError, match="be-antwerp.*nl-rotterdam") as exc:
         merge_packs([a, b], strict=True)
     assert exc.value.conflicts[0].indicator_id == "x"
-    # A higher version settles the dispute.
+    # A higher version from a third pack does not settle it: only the owner may supersede.
     c = make_pack([ind("x", version="2.0.0")], pack_id="eu")
-    assert merge_packs([a, b, c], strict=True).indicator("x").pack_id == "eu"
+    merged = merge_packs([a, b, c])
+    assert merged.indicator("x").pack_id == "be-antwerp" and [r.pack_id for r in merged.refused] == ["eu"]
+    a2 = make_pack([ind("x", version="2.0.0")], pack_id="be-antwerp", version="2.0.0")
+    assert merge_packs([a2, b]).indicator("x").pack_id == "be-antwerp"
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,7 +655,11 @@ def test_cli_list(tmp_path):
                                     str(p), "--json"])
     data = json.loads(res.stdout)
     chosen = [i for i in data["indicators"] if i["id"] == "seal_mismatch_at_gate"]
-    assert chosen[0]["pack"] == "partner" and data["superseded"][0]["by_version"] == "9.0.0"
+    # Another pack may not replace a built-in indicator, whatever its version.
+    assert chosen[0]["pack"] == default_packs()[0].id and chosen[0]["severity"] == "critical"
+    assert data["refused"][0]["pack_id"] == "partner" and data["refused"][0]["version"] == "9.0.0"
+    res = CliRunner().invoke(main, ["indicators", "list", "--allow-unsigned", str(default_pack_path()), str(p)])
+    assert "refused" in res.output and "may only supersede its own indicators" in " ".join(res.output.split())
 
 
 def test_cli_check_ok_and_broken(tmp_path):

@@ -532,3 +532,49 @@ def test_load_model_packs_without_a_folder(tmp_path):
     with pytest.raises(PackSignatureError, match=r"missing \['00_x.yaml'\]"):
         load_model_packs(tmp_path / "none", {"00_x.yaml": "0" * 64})
     assert [p.id for p in default_packs()] == ["riskengine-default"]
+
+
+# --------------------------------------------------------------------------------------------
+# Issuers: a key trusted for one issuer's packs cannot touch another issuer's indicators
+# --------------------------------------------------------------------------------------------
+
+def test_a_partner_key_cannot_switch_off_another_issuers_rule(tmp_path):
+    """A key trusted only for be- packs signs be-douane-ovr, which redefines the built-in
+    seal_mismatch_at_gate at 9.0.0 with a condition that never fires: it verifies, but the
+    built-in mandatory rule keeps firing and the service refuses the pack, saying why."""
+    from test_store import make_manifests
+
+    from riskengine.indicators import merge_packs
+    from riskengine.service.packs import PackSource
+    from riskengine.service.scoring import mandatory_rules
+
+    keys = generate_keypair(tmp_path / "keys", "be-douane")
+    store = TrustStore(tmp_path / "default-trust")  # the trust dir of this test's environment
+    store.add(keys.public_key, partner="Douane BE", country="BE", packs=["be-"])
+    folder = tmp_path / "packs"
+    folder.mkdir()
+    doc = tiny_pack("be-douane-ovr")
+    doc["metadata"]["version"] = "9.0.0"
+    doc["indicators"][0]["condition"] = {"field": "packages", "lt": 0}  # never fires
+    ovr = folder / "ovr.yaml"
+    ovr.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    sign_pack_file(ovr, keys.private_key, signer="Douane BE")
+    assert verify_pack_file(ovr, store).pack_id == "be-douane-ovr"  # the signature is fine
+
+    manifests = make_manifests(20)
+    manifests.loc[:4, "seal_number_gate"] = "XX0000001"  # 5 seals differ at the gate
+    partner = load_verified_pack(ovr, store)
+    merged = merge_packs(default_packs() + [partner])
+    assert merged.indicator("seal_mismatch_at_gate").pack_id == "riskengine-default"
+    assert [(r.indicator_id, r.pack_id) for r in merged.refused] == [("seal_mismatch_at_gate", "be-douane-ovr")]
+    mask, text = mandatory_rules(manifests, 10.0, default_packs() + [partner])
+    assert int(mask.sum()) == 5
+    assert "Seal number at the gate differs from the manifest" in text[0]
+
+    loaded = PackSource(folder).load()
+    assert [p.pack.id for p in loaded.packs] == [p.id for p in default_packs()]
+    (rejected,) = loaded.rejected
+    assert (rejected.file, rejected.error_type) == ("ovr.yaml", "PackConflictError")
+    assert ("pack 'be-douane-ovr' redefines indicator 'seal_mismatch_at_gate' (version 9.0.0) of pack "
+            "'riskengine-default'") in rejected.reason
+    assert "may only supersede its own indicators" in rejected.reason

@@ -73,6 +73,8 @@ def _print_merge_notes(merged) -> None:
                           f"replaced by version {s.by_version} from {s.by_pack_id!r}", highlight=False)
     for c in merged.conflicts:
         err_console.print(f"[bold yellow]conflict[/]: {c.message}", highlight=False)
+    for r in merged.refused:
+        err_console.print(f"[bold red]refused[/]: {r.message}", highlight=False)
 
 
 @main.group("indicators", cls=ExitOnError)
@@ -104,8 +106,9 @@ def list_command(packs: tuple[str, ...], trust_dir: str | None, allow_unsigned: 
                  json_out: bool) -> None:
     """List the indicators in force in PACKS (files or folders; default: the shipped pack).
 
-    Several packs are merged: the higher version of an indicator wins, and conflicts are shown.
-    Each pack is verified against the trust store first.
+    Several packs are merged: the higher version of an indicator wins within the pack that owns
+    it (the first pack given that defines it); another pack's redefinition is refused and shown,
+    as are conflicts. Each pack is verified against the trust store first.
     """
     from riskengine.indicators import merge_packs
 
@@ -156,6 +159,7 @@ def check_command(packs: tuple[str, ...], strict: bool, trust_dir: str | None,
     if json_out:
         print_json(_clean({"ok": True, "packs": summary,
                            "conflicts": [c.to_dict() for c in merged.conflicts],
+                           "refused": [r.to_dict() for r in merged.refused],
                            "in_force": len(merged)}))
         return
     for s in summary:

@@ -33,6 +33,7 @@ from riskengine.indicators.merge import (
     MergeConflict,
     MergedIndicators,
     PackConflictError,
+    RefusedIndicator,
     SupersededIndicator,
     merge_packs,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "PackMetadata",
     "PackSignatureError",
     "Reference",
+    "RefusedIndicator",
     "Severity",
     "SigningKeyError",
     "SupersededIndicator",

@@ -4,10 +4,16 @@ Rules, applied in the order the packs are given:
 
 1. Several versions of the same pack (same ``metadata.id``): only the highest version is used, so
    an indicator withdrawn in the newer version does not come back from the older one.
-2. The same indicator id in several packs: the higher indicator version wins.
+2. An indicator id belongs to the first pack (in the order given) that defines it: only that
+   pack may supersede it, with a higher indicator version. Another pack that defines the same
+   id at another version is *refused* for that indicator: the owner's definition stays, the
+   refusal is recorded and logged as an error; ``strict=True`` raises instead. A partner key
+   trusted for ``be-`` packs thus cannot switch off a built-in rule by redefining it at version
+   9.0.0 (give the built-in packs first, as the service and the CLI do).
 3. Same id, same version, same content: one copy is kept (loading a pack twice is harmless).
-4. Same id, same version, different content: a *conflict*. The indicator of the pack given first
-   is kept, the conflict is recorded and logged as a warning; ``strict=True`` raises instead.
+4. Same id, same version, different content: a *conflict*. The indicator of the pack given
+   first is kept, the conflict is recorded and logged as a warning; ``strict=True`` raises
+   instead.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ __all__ = [
     "MergeConflict",
     "MergedIndicators",
     "PackConflictError",
+    "RefusedIndicator",
     "SupersededIndicator",
     "merge_packs",
 ]
@@ -64,6 +71,30 @@ class MergeConflict:
 
 
 @dataclass(frozen=True)
+class RefusedIndicator:
+    """An indicator that a pack other than its owner tried to redefine; the owner's stays."""
+
+    indicator_id: str
+    pack_id: str
+    version: str
+    owner_pack_id: str
+    owner_version: str
+
+    @property
+    def message(self) -> str:
+        return (f"pack {self.pack_id!r} redefines indicator {self.indicator_id!r} (version "
+                f"{self.version}) of pack {self.owner_pack_id!r} (version {self.owner_version}); "
+                "a pack may only supersede its own indicators, so the definition of "
+                f"{self.owner_pack_id!r} stays in force. Give the indicator an id of your own, or "
+                f"ask the issuer of {self.owner_pack_id!r} to change it.")
+
+    def to_dict(self) -> dict:
+        return {"indicator_id": self.indicator_id, "pack_id": self.pack_id, "version": self.version,
+                "owner_pack_id": self.owner_pack_id, "owner_version": self.owner_version,
+                "message": self.message}
+
+
+@dataclass(frozen=True)
 class SupersededIndicator:
     """An indicator (or a whole pack version) replaced by a higher version."""
 
@@ -86,6 +117,7 @@ class MergedIndicators:
     packs: tuple[PackMetadata, ...]
     conflicts: tuple[MergeConflict, ...] = ()
     superseded: tuple[SupersededIndicator, ...] = ()
+    refused: tuple[RefusedIndicator, ...] = ()
 
     def __len__(self) -> int:
         return len(self.indicators)
@@ -110,6 +142,7 @@ class MergedIndicators:
             "indicators": [i.to_dict() for i in self.indicators],
             "conflicts": [c.to_dict() for c in self.conflicts],
             "superseded": [s.to_dict() for s in self.superseded],
+            "refused": [r.to_dict() for r in self.refused],
         }
 
 
@@ -145,12 +178,18 @@ def merge_packs(packs: Iterable[IndicatorPack], *, strict: bool = False) -> Merg
             used.append(p)
 
     chosen: dict[str, Indicator] = {}
+    owner: dict[str, str] = {}  # indicator id -> the pack id that defined it first
     clashes: dict[tuple[str, Version], list[Indicator]] = {}
+    refused: list[RefusedIndicator] = []
     for p in used:
         for ind in p.indicators:
             kept = chosen.get(ind.id)
             if kept is None:
                 chosen[ind.id] = ind
+                owner[ind.id] = ind.pack_id
+            elif ind.pack_id != owner[ind.id] and ind.version != kept.version:
+                refused.append(RefusedIndicator(ind.id, ind.pack_id, str(ind.version),
+                                                kept.pack_id, str(kept.version)))
             elif ind.version > kept.version:
                 superseded.append(SupersededIndicator(ind.id, kept.pack_id, str(kept.version),
                                                       ind.pack_id, str(ind.version)))
@@ -176,15 +215,19 @@ def merge_packs(packs: Iterable[IndicatorPack], *, strict: bool = False) -> Merg
             kept_pack_id=kept.pack_id,
             differences=tuple(dict.fromkeys(d for o in others for d in _differences(kept, o))),
         ))
-    if conflicts and strict:
+    if (conflicts or refused) and strict:
         raise PackConflictError(
-            f"{len(conflicts)} conflicting indicator(s) between packs:\n"
-            + "\n".join(c.message for c in conflicts), tuple(conflicts))
+            f"{len(conflicts) + len(refused)} conflicting indicator(s) between packs:\n"
+            + "\n".join([*(c.message for c in conflicts), *(r.message for r in refused)]),
+            tuple(conflicts))
     for c in conflicts:
         log.warning("%s", c.message)
+    for r in refused:
+        log.error("%s", r.message)
     return MergedIndicators(
         indicators=tuple(chosen.values()),
         packs=tuple(p.metadata for p in used),
         conflicts=tuple(conflicts),
         superseded=tuple(superseded),
+        refused=tuple(refused),
     )

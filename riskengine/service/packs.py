@@ -1,8 +1,11 @@
 """The indicator packs the service uses: the built-in packs plus the partner packs of ``packs_dir``.
 
 Partner packs are verified before use (:func:`riskengine.indicators.signing.load_verified_pack`,
-unsigned ones only with ``allow_unsigned_packs``). A pack that does not load is left out and
-reported (file and reason), never silently skipped. The set is reloaded when a file in the
+unsigned ones only with ``allow_unsigned_packs``). A partner pack that redefines an indicator of
+another pack (a built-in one, or one of a partner file read before it) at another version is
+refused as a whole: a key trusted for one issuer's packs cannot switch off another issuer's
+rule. A pack that does not load is left out and reported (file and reason), never silently
+skipped. The set is reloaded when a file in the
 folder changes, so a new pack is used without a restart.
 """
 
@@ -71,6 +74,17 @@ def _load_partner(path: Path, allow_unsigned: bool) -> ServicePack:
     return ServicePack(pack, "packs_dir", path.name, "verified" if signed else "unsigned")
 
 
+def _check_ownership(pack: IndicatorPack, owners: dict) -> None:
+    """Refuse a pack that redefines, at another version, an indicator another pack owns."""
+    from riskengine.indicators import PackConflictError, RefusedIndicator
+
+    refused = [RefusedIndicator(i.id, pack.id, str(i.version), owners[i.id][0], str(owners[i.id][1]))
+               for i in pack.indicators
+               if i.id in owners and owners[i.id][0] != pack.id and owners[i.id][1] != i.version]
+    if refused:
+        raise PackConflictError(f"pack {pack.id!r} is not used: " + " ".join(r.message for r in refused), ())
+
+
 class PackSource:
     """Loads the service's packs, again only when a file of ``packs_dir`` changed.
 
@@ -117,12 +131,20 @@ class PackSource:
             if self.packs_dir is not None and not self.packs_dir.is_dir():
                 log.error("the packs folder %s does not exist; only the built-in packs are used", self.packs_dir)
                 rejected.append(RejectedPack(str(self.packs_dir), "FileNotFoundError", "the packs folder does not exist"))
+            # Indicator id -> (pack id, version) of the pack that defines it: the built-in packs
+            # first, then the partner files by name. Only the owning pack may supersede it.
+            owners = {i.id: (i.pack_id, i.version) for p in builtin for i in p.pack.indicators}
             for f in files:
                 try:
-                    partner.append(_load_partner(f, self.allow_unsigned))
+                    sp = _load_partner(f, self.allow_unsigned)
+                    _check_ownership(sp.pack, owners)
                 except Exception as exc:  # a partner's file must never take the service down
                     log.error("indicator pack %s is not used: %s: %s", f, type(exc).__name__, exc)
                     rejected.append(RejectedPack(f.name, type(exc).__name__, str(exc)))
+                    continue
+                partner.append(sp)
+                for i in sp.pack.indicators:
+                    owners.setdefault(i.id, (i.pack_id, i.version))
             self._loaded = ServicePacks(tuple(builtin + partner), tuple(rejected))
             self._key = key
             log.info("indicator packs in use: %s; rejected: %s",
