@@ -106,9 +106,47 @@ def arrival_shift(day: pd.DataFrame) -> pd.Series:
     return shift_of(ts)
 
 
+class _RepeatedWarnings(logging.Filter):
+    """Holds back the warnings that the demo says once, in one line each, with the count.
+
+    The day's rows are validated again with every scan batch (the same invalid IMO check
+    digits each time), and the renderer warns per scan when a declared weight needs a denser
+    cargo than it draws.
+    """
+
+    _NOISY = {"riskengine.schema": "invalid IMO check digit kept", "scanvision.synth": "needs density x"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.density: list[tuple[Any, ...]] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if self._NOISY["riskengine.schema"] in text:
+            return False
+        if self._NOISY["scanvision.synth"] in text:
+            self.density.append(tuple(record.args or ()))
+            return False
+        return True
+
+    def __enter__(self) -> _RepeatedWarnings:
+        for name in self._NOISY:
+            logging.getLogger(name).addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self._NOISY:
+            logging.getLogger(name).removeFilter(self)
+
+
 def run_demo(cfg: DemoConfig, *, progress: Callable[[str], None] | None = None) -> DemoResult:
     """Run the main job; ``progress`` receives one line per stage."""
-    from riskengine.indicators import default_packs, evaluate
+    with _RepeatedWarnings() as noise:
+        return _run_demo(cfg, progress, noise)
+
+
+def _run_demo(cfg: DemoConfig, progress: Callable[[str], None] | None, noise: _RepeatedWarnings) -> DemoResult:
+    from riskengine.schema import validate
     from riskengine.service.scoring import ModelScorer, OnnxScanTriager
     from riskengine.service.workflow import ingest_manifests, ingest_scans
     from riskengine.store import Store
@@ -155,17 +193,17 @@ def run_demo(cfg: DemoConfig, *, progress: Callable[[str], None] | None = None) 
         from riskengine.schema import write_table
 
         quarantine = write_table(report.rejects.astype(str), out / "quarantine.csv")
+    imo = int((report.warnings["column"] == "vessel_imo").sum()) if "column" in report.warnings.columns else 0
+    if imo:
+        log.warning("%d row(s) with an invalid IMO check digit kept (the schema only warns)", imo)
     say(f"validated: {report.valid:,} valid, {report.rejected:,} quarantined; scored and planned "
         f"{report.scored:,} manifests in {timings['validate_store_score_plan']:.1f} s")
 
     t = time.perf_counter()
     valid_ids = set(store.manifest_ids())
     valid_rows = raw[raw["manifest_id"].isin(valid_ids)].drop_duplicates("manifest_id")
-    from riskengine.schema import validate
-
-    hits = evaluate(default_packs(), validate(valid_rows).valid)
-    hit_table = _indicator_table(hits, truth.set_index("manifest_id").reindex(
-        validate(valid_rows).valid["manifest_id"])["is_illicit"].to_numpy())
+    ids, matrix = indicator_hits_with_history(scorer.load(), validate(valid_rows).valid)
+    hit_table = _indicator_table(matrix, truth.set_index("manifest_id").reindex(ids)["is_illicit"].to_numpy())
     timings["indicators"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -176,6 +214,12 @@ def run_demo(cfg: DemoConfig, *, progress: Callable[[str], None] | None = None) 
     scans, ids, paths = _render_scans(day.set_index("manifest_id").loc[to_scan].reset_index(),
                                       out / "scans", seed=int(cfg.world["seed"]))
     timings["render_scans"] = time.perf_counter() - t
+    if noise.density:
+        ids = [str(a[0]) for a in noise.density if a]
+        limit = max((float(a[4]) for a in noise.density if len(a) > 4), default=float("nan"))
+        log.warning("%d scan(s) declared heavier than the renderer can fill with their cargo; density "
+                    "limited to x%.2f (%s)", len(noise.density), limit,
+                    ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else ""))
     say(f"rendered {len(scans):,} scans of the scan lane in {timings['render_scans']:.1f} s")
 
     t = time.perf_counter()
@@ -211,10 +255,17 @@ def _full_queue(store: Any, port: str) -> pd.DataFrame:
     q["score"] = score
     # What an officer reads: the decision and, after a scan, the manifest's own reasons too.
     from riskengine.fusion import join_reasons
+    from riskengine.queue import distinct_reasons
 
     decision = q["decision_reasons"] if "decision_reasons" in q.columns else q["reasons"]
     scanned = q["lane"].isin(["inspect", "cleared"])
-    q["why"] = join_reasons([decision.fillna(""), q["reasons"].fillna("").where(scanned, "")])
+    q["why"] = distinct_reasons(join_reasons([decision.fillna(""), q["reasons"].fillna("").where(scanned, "")]))
+    # The heatmap overlay files of the scanned containers (the queue itself only says whether
+    # there is one).
+    with_overlay = q.loc[q["has_overlay"].fillna(False).astype(bool), "manifest_id"].tolist() \
+        if "has_overlay" in q.columns else []
+    scans = store.latest_scans(with_overlay) if with_overlay else pd.DataFrame(columns=["manifest_id", "heatmap_path"])
+    q["heatmap_path"] = q["manifest_id"].map(scans.set_index("manifest_id")["heatmap_path"])
     return q.sort_values(["lane_order", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
@@ -238,8 +289,24 @@ def _render_scans(rows: pd.DataFrame, folder: Path, *, seed: int) -> tuple[list[
     return scans, ids, paths
 
 
-def _indicator_table(hits: Any, is_illicit: np.ndarray) -> pd.DataFrame:
-    m = hits.matrix
+def indicator_hits_with_history(model: Any, manifests: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """Which indicator of the model's packs fires on which manifest, with the model's history.
+
+    Evaluated on one day alone, every consignee is "first seen today" and ``new_consignee``
+    fires on every row; the model carries the as-of party history of its training year
+    (first seen, prior shipments, commodities), which is what the indicators are evaluated
+    with here, exactly as the model's features see them. Returns the manifest ids and a bool
+    frame with one column per indicator id, row-aligned.
+    """
+    rows, _ = model.prepare(manifests)
+    X = model.transform(rows)
+    cols = [c for c in X.columns if c.startswith("ind.") and c != "ind._count"]
+    matrix = pd.DataFrame(X[cols].to_numpy() >= 0.5, columns=[c.removeprefix("ind.") for c in cols])
+    id_col = model.features_.mapping_.id
+    return rows[id_col].astype(str).reset_index(drop=True), matrix
+
+
+def _indicator_table(m: pd.DataFrame, is_illicit: np.ndarray) -> pd.DataFrame:
     y = np.nan_to_num(np.asarray(is_illicit, dtype=float)).astype(bool)
     n_hits = m.sum(axis=0).to_numpy()
     on_illicit = m[y].sum(axis=0).to_numpy() if y.any() else np.zeros(m.shape[1])
@@ -324,40 +391,54 @@ def write_report(res: DemoResult, truth: pd.DataFrame, *, n_scans: int = 12) -> 
     top_scans = scanned.head(n_scans)
     scan_cards = []
     for r in top_scans.to_dict("records"):
-        overlay = r.get("heatmap_path") or r.get("overlay_path")
-        if overlay and Path(overlay).is_file():
-            rel = Path(overlay).resolve().relative_to(out.resolve()) if Path(overlay).resolve().is_relative_to(out.resolve()) else overlay
-            img = f'<img src="{html.escape(str(rel))}" alt="scan with heatmap">'
+        overlay = r.get("heatmap_path")
+        if isinstance(overlay, str) and overlay and Path(overlay).is_file():
+            img = (f'<img src="{html.escape(_href(Path(overlay), out))}" '
+                   f'alt="scan of {html.escape(_text(r.get("container_id")))} with heatmap">')
         else:
             img = "<p>(no overlay)</p>"
         truth_txt = "illicit" if r.get("is_illicit") == 1 else "licit"
         scan_cards.append(
-            f'<div class="card"><h4>{html.escape(str(r["manifest_id"]))} — {html.escape(str(r["lane"]))} '
+            f'<div class="card"><h4>{html.escape(_text(r.get("container_id")))} '
+            f'<small>{html.escape(str(r["manifest_id"]))}</small> — {html.escape(str(r["lane"]))} '
             f'— fused {float(r.get("fused_score") or 0):.3f} <small>(ground truth: {truth_txt})</small></h4>'
-            f'{img}<p>{html.escape(str(r.get("why") or ""))}</p></div>')
+            f'<p class="goods">{html.escape(_goods(r))}</p>'
+            f'{img}{_reason_list(r.get("why"))}</div>')
 
     top = q.head(40)
+
     def fmt(v: Any) -> str:
         return "" if v is None or pd.isna(v) else f"{float(v):.3f}"
 
     rows_html = "\n".join(
-        f'<tr class="{html.escape(str(r["lane"]))}"><td>{i + 1}</td><td>{html.escape(str(r["manifest_id"]))}</td>'
-        f'<td>{html.escape(str(r["terminal"]))}</td><td>{html.escape(str(r["shift"]))}</td>'
-        f'<td>{html.escape(str(r["lane"]))}</td><td>{html.escape(str(r.get("selection") or ""))}</td>'
-        f'<td>{fmt(r["risk_score"])}</td><td>{fmt(r.get("fused_score"))}</td>'
-        f'<td>{html.escape(str(r.get("why") or ""))}</td></tr>'
+        f'<tr class="{html.escape(str(r["lane"]))}"><td>{i + 1}</td>'
+        f'<td><b class="mono">{html.escape(_text(r.get("container_id")))}</b><br>'
+        f'<small>{html.escape(str(r["manifest_id"]))}</small></td>'
+        f'<td>{html.escape(_goods(r))}</td>'
+        f'<td>{html.escape(str(r["terminal"]))}<br><small>{html.escape(str(r["shift"]))}</small></td>'
+        f'<td>{html.escape(str(r["lane"]))}</td><td>{html.escape(_text(r.get("selection")))}</td>'
+        f'<td class="num">{fmt(r["risk_score"])}</td><td class="num">{fmt(r.get("fused_score"))}</td>'
+        f'<td>{_reason_list(r.get("why"))}</td></tr>'
         for i, r in enumerate(top.to_dict("records")))
     ind_rows = "\n".join(
-        f"<tr><td>{html.escape(str(r['indicator']))}</td><td>{r['hits']:,}</td><td>{r['hit_rate']:.1%}</td>"
-        f"<td>{r['illicit_hit_rate']:.1%}</td><td>{r['licit_hit_rate']:.1%}</td></tr>"
+        f"<tr><td>{html.escape(str(r['indicator']))}</td><td class=\"num\">{r['hits']:,}</td>"
+        f"<td class=\"num\">{r['hit_rate']:.1%}</td>"
+        f"<td class=\"num\">{r['illicit_hit_rate']:.1%}</td><td class=\"num\">{r['licit_hit_rate']:.1%}</td></tr>"
         for r in res.indicator_hits.to_dict("records"))
+    timing_rows = "\n".join(
+        f'<tr><td>{html.escape(_TIMING_NAMES.get(k, k))}</td><td class="num">{v:.1f}</td></tr>'
+        for k, v in res.timings.items())
+    total_s = sum(res.timings.values())
     t = res.truth
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>riskengine demo {res.port} {res.day}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1300px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}}
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>riskengine demo {res.port} {res.day}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1300px;color:#1d2330}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}}th{{background:#eef0f4}}
+td.num{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}.mono{{font-family:ui-monospace,monospace}}
 tr.hold td:nth-child(5){{color:#7b1fa2;font-weight:bold}}tr.red td:nth-child(5){{color:#c62828;font-weight:bold}}
 tr.inspect td:nth-child(5){{color:#ef6c00;font-weight:bold}}.cards{{display:flex;flex-wrap:wrap;gap:12px}}
-.card{{width:620px;border:1px solid #ccc;padding:8px}}.card img{{width:600px}}small{{color:#666}}</style></head><body>
+ul.why{{margin:0;padding-left:16px}}ul.why li:first-child{{font-weight:600}}
+.card{{width:620px;border:1px solid #ccc;padding:8px}}.card img{{width:600px}}.card h4{{margin:2px 0}}
+.card p.goods{{margin:2px 0 6px}}small{{color:#666}}</style></head><body>
 <h1>Inspection queues — {html.escape(res.port)}, {res.day}</h1>
 <p>{res.received:,} manifests received, {res.valid:,} valid, {res.rejected:,} quarantined with reasons
 (<code>quarantine.csv</code>); {res.scans:,} containers scanned and triaged.</p>
@@ -367,11 +448,49 @@ found {t['illicit_found']} of them ({t['kg_found']:.0f} of {t['kg_total']:.0f} k
 the same number of random inspections would find {t['random_inspection_expected_found']} on average
 (lift {t['lift_over_random']}×).</p>
 <img src="figures/scores_and_lanes.png" alt="score distributions and lanes" style="width:1000px">
-<h2>Top of the queue</h2><table><tr><th>#</th><th>manifest</th><th>terminal</th><th>shift</th><th>lane</th>
-<th>selection</th><th>manifest risk</th><th>fused</th><th>reasons</th></tr>{rows_html}</table>
+<h2>Top of the queue</h2><table><tr><th>#</th><th>container</th><th>goods</th><th>terminal, shift</th><th>lane</th>
+<th>selection</th><th>manifest risk</th><th>fused</th><th>reasons (most important first)</th></tr>{rows_html}</table>
 <h2>Top scans with heatmaps</h2><div class="cards">{''.join(scan_cards)}</div>
-<h2>Indicator hits</h2><table><tr><th>indicator</th><th>hits</th><th>hit rate</th><th>on illicit</th><th>on licit</th></tr>{ind_rows}</table>
-<h2>Timings</h2><pre>{html.escape(json.dumps({k: round(v, 2) for k, v in res.timings.items()}, indent=1))}</pre>
+<h2>Indicator hits</h2>
+<p>Evaluated with the party history of the shipped model's year (a consignee first seen months ago is not new).</p>
+<table><tr><th>indicator</th><th>hits</th><th>hit rate</th><th>on illicit</th><th>on licit</th></tr>{ind_rows}</table>
+<h2>Timings</h2><table><tr><th>stage</th><th>seconds</th></tr>{timing_rows}
+<tr><th>total</th><th class="num">{total_s:.1f}</th></tr></table>
 </body></html>"""
     res.report.write_text(page, encoding="utf-8")
     return res.report
+
+
+_TIMING_NAMES = {
+    "generate": "generate the day's arrivals",
+    "validate_store_score_plan": "validate, store, score and plan",
+    "indicators": "evaluate the indicator packs",
+    "render_scans": "render the scans of the scan lane",
+    "triage_fuse_replan": "triage, fuse and re-plan",
+    "report": "write the report",
+}
+
+
+def _text(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else str(v)
+
+
+def _goods(r: dict[str, Any]) -> str:
+    """What an officer reads about the cargo: goods text, HS code and origin."""
+    parts = [_text(r.get("goods_description"))]
+    if _text(r.get("hs_code")):
+        parts.append(f"HS {_text(r.get('hs_code'))}")
+    if _text(r.get("origin_country")):
+        parts.append(f"from {_text(r.get('origin_country'))}")
+    return " · ".join(p for p in parts if p)
+
+
+def _reason_list(why: Any) -> str:
+    items = [p for p in _text(why).split(" | ") if p]
+    return '<ul class="why">' + "".join(f"<li>{html.escape(p)}</li>" for p in items) + "</ul>" if items else ""
+
+
+def _href(path: Path, base: Path) -> str:
+    """A link from the report to ``path``: relative when it lies under the report's folder."""
+    p, b = path.resolve(), base.resolve()
+    return p.relative_to(b).as_posix() if p.is_relative_to(b) else p.as_uri()

@@ -18,6 +18,7 @@ about HTTP or databases.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -266,3 +267,42 @@ def shift_of(ts: pd.Series, *, shifts: int = 3, first_hour: int = 6) -> pd.Serie
     t = pd.to_datetime(ts) - pd.Timedelta(hours=first_hour)
     k = (t.dt.hour // (24 // shifts)) + 1
     return t.dt.strftime("%Y-%m-%d") + "/S" + k.astype(str)
+
+
+REASON_SEP = " | "
+# What a reason says without the label of where it came from: "mandatory: Seal ...", "indicator
+# seal_mismatch_at_gate: Seal ..." and the model's "seal number at the gate ..." say one thing.
+_REASON_LABEL = re.compile(r"^(?:mandatory: |indicator [\w.-]+: )", re.IGNORECASE)
+
+
+def _reason_core(part: str) -> str:
+    return _REASON_LABEL.sub("", part.strip()).strip(" .;").lower()
+
+
+def _distinct_one(text: str, sep: str) -> str:
+    kept: list[str] = []
+    cores: list[str] = []
+    for part in text.split(sep):
+        core = _reason_core(part)
+        if core and not any(core == c or core in c for c in cores):
+            kept.append(part.strip())
+            cores.append(core)
+    return sep.join(kept)
+
+
+def distinct_reasons(texts: pd.Series | np.ndarray | list, sep: str = REASON_SEP) -> np.ndarray:
+    """Each row's reasons said once, in their order (the most important first).
+
+    A reason is dropped when an earlier one of the row already says it, under another label
+    or in other case: ``"mandatory: Seal number at the gate differs from the manifest | seal
+    number at the gate differs from the manifest | indicator seal_mismatch_at_gate: Seal number
+    at the gate differs from the manifest"`` becomes its first part. Rows share few distinct
+    texts, so each distinct text is worked out once and spread back to the rows.
+
+    >>> distinct_reasons(["mandatory: Seal broken | seal broken | origin EC", None]).tolist()
+    ['mandatory: Seal broken | origin EC', '']
+    """
+    values = pd.Series(texts, dtype=object).fillna("").astype(str)
+    codes, uniq = pd.factorize(values)
+    done = np.array([_distinct_one(t, sep) for t in uniq], dtype=object)
+    return done[codes] if len(codes) else np.array([], dtype=object)

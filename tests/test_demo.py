@@ -1,6 +1,8 @@
 """The main job end to end on a small day (shipped models, a handful of scans)."""
 
+import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -63,3 +65,68 @@ def test_demo_runs_end_to_end_on_a_small_day(tmp_path):
     scanned = res.queue[res.queue["lane"].isin(["inspect", "cleared"])]
     assert scanned["scan_reasons"].str.contains("scan concealment score").all()
     assert scanned["why"].str.contains("scan concealment score").all()
+
+    # 1. every heatmap in the report is there and decodes
+    from html.parser import HTMLParser
+
+    from PIL import Image
+
+    class Images(HTMLParser):
+        srcs: list = []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "img" and "heatmap" in (a.get("alt") or ""):
+                self.srcs.append(a["src"])
+
+    page = res.report.read_text()
+    parser = Images()
+    parser.feed(page)
+    assert len(parser.srcs) == res.scans == 6
+    assert "(no overlay)" not in page
+    for src in parser.srcs:
+        path = res.report.parent / src
+        assert path.is_file(), src
+        with Image.open(path) as im:
+            im.load()
+            assert im.width > 100 and im.height > 20
+
+    # 3. reasons said once (mandatory rule, indicator title and model reason are one reason)
+    def core(part):
+        return re.sub(r"^(mandatory: |indicator [\w.-]+: )", "", part.strip(), flags=re.I).strip(" .").lower()
+
+    for col in ("why", "decision_reasons", "reasons"):
+        for text in res.queue[col].dropna():
+            cores = [core(p) for p in text.split(" | ") if p.strip()]
+            assert len(cores) == len(set(cores)), text
+    mandatory = res.queue[res.queue["selection"] == "mandatory"]
+    assert not mandatory["why"].str.contains("mandatory rule | mandatory:", regex=False).any()
+
+    # 4. indicators evaluated with the year of history: none fires on most containers
+    hits = res.indicator_hits.set_index("indicator")
+    assert hits["hit_rate"].max() <= 0.5, hits["hit_rate"].idxmax()
+    assert hits.loc["new_consignee", "hit_rate"] < 0.1
+
+    # 5. officers see the container number and the goods, in the report and the CLI
+    top = res.queue.head(15)
+    for r in top.head(5).itertuples():
+        assert r.container_id in page and r.goods_description in page
+    from rich.console import Console
+
+    import riskengine.cli.demo_cmd as demo_cmd
+
+    buf = io.StringIO()
+    real = demo_cmd.console
+    demo_cmd.console = Console(file=buf, width=80, color_system=None)
+    try:
+        demo_cmd._print_tables(res, 15)
+    finally:
+        demo_cmd.console = real
+    text = buf.getvalue()
+    flat = " ".join(text.split())  # the goods line may wrap
+    for r in top.itertuples():
+        assert r.container_id in text and " ".join(r.goods_description.split()) in flat
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+    # 9. the timings are a table, not JSON
+    assert "<h2>Timings</h2><table>" in page and "validate, store, score and plan" in page

@@ -109,3 +109,29 @@ def test_random_picks_are_stable_when_more_arrivals_join_the_shift():
     assert len(picked_first) == len(picked_both) == 5
     # a pick from the first plan stays picked unless a new arrival drew a smaller number
     assert len(picked_first & picked_both) >= 3
+
+
+def test_reasons_are_said_once_most_important_first():
+    from riskengine.queue import distinct_reasons
+
+    seal = ("mandatory: Seal number at the gate differs from the manifest | seal number at the gate "
+            "differs from the manifest | indicator seal_mismatch_at_gate: Seal number at the gate "
+            "differs from the manifest | 4 indicator hit(s)")
+    out = distinct_reasons(pd.Series([seal, None, "origin EC | consignee seen 1 time(s) before", seal]))
+    assert out.tolist() == [
+        "mandatory: Seal number at the gate differs from the manifest | 4 indicator hit(s)",
+        "",
+        "origin EC | consignee seen 1 time(s) before",
+        "mandatory: Seal number at the gate differs from the manifest | 4 indicator hit(s)",
+    ]
+
+
+def test_a_mandatory_selection_is_named_once_in_the_decision():
+    from riskengine.service.workflow import _decision_reasons
+
+    df = pd.DataFrame({"lane": ["red", "scan"], "selection": ["mandatory", "risk"],
+                       "reasons": ["mandatory: Seal number at the gate differs from the manifest | seal "
+                                   "number at the gate differs from the manifest", "origin EC"]})
+    out = _decision_reasons(df, "lane", "selection", "reasons", QueueConfig())
+    assert out.tolist() == ["mandatory: Seal number at the gate differs from the manifest",
+                            "selected by risk within capacity | origin EC"]

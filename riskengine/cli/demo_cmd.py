@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from pathlib import Path
 
 import click
+import pandas as pd
 from rich.table import Table
 
 from riskengine.cli import main
@@ -102,14 +104,20 @@ def _print_tables(res, top: int) -> None:
     console.print(t)
 
     console.print(f"[bold]Top of the queue[/] ({len(res.queue):,} containers)")
+    width = max(60, min(console.width, 100))
     for i, r in enumerate(res.queue.head(top).to_dict("records")):
         fused = r.get("fused_score")
         score = f"risk {float(r['risk_score']):.3f}" + (
             "" if fused is None or fused != fused else f" → fused {float(fused):.3f}")
-        reasons = " | ".join(_distinct(str(r.get("why") or "").split(" | ")))
-        console.print(f"{i + 1:>3}. {r['manifest_id']}  {r['terminal']}  {r['shift']}  "
-                      f"[bold]{r['lane']}[/] ({r.get('selection') or ''})  {score}\n"
-                      f"     {reasons[:300]}", highlight=False)
+        console.print(f"{i + 1:>3}. [bold]{_text(r.get('container_id')) or r['manifest_id']}[/]  "
+                      f"[bold]{r['lane']}[/] ({r.get('selection') or ''})  {score}", highlight=False)
+        goods = " · ".join(p for p in (f"{r['terminal']} {r['shift']}", _text(r.get("goods_description")),
+                                        f"HS {_text(r.get('hs_code'))}" if _text(r.get("hs_code")) else "",
+                                        f"from {_text(r.get('origin_country'))}" if _text(r.get("origin_country")) else "",
+                                        f"manifest {r['manifest_id']}") if p)
+        for line in (goods, str(r.get("why") or "")[:300]):
+            console.print(textwrap.fill(line, width=width, initial_indent="     ", subsequent_indent="     ",
+                                        break_on_hyphens=False), highlight=False, markup=False, soft_wrap=True)
     g = res.truth
     console.print(
         f"Ground truth (generated, hidden from the engine): {g['illicit']} illicit containers; "
@@ -119,15 +127,5 @@ def _print_tables(res, top: int) -> None:
         + (f" → {res.quarantine}" if res.quarantine else ""), highlight=False)
 
 
-def _distinct(parts: list[str]) -> list[str]:
-    """Drop reasons that say again what an earlier one said (the same text under another label)."""
-    import re
-
-    seen: list[str] = []
-    out = []
-    for part in parts:
-        core = re.sub(r"^(mandatory: |indicator [\w-]+: )", "", part).strip().lower()
-        if core and not any(core in s for s in seen):
-            seen.append(core)
-            out.append(part)
-    return out
+def _text(v) -> str:
+    return "" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)

@@ -24,7 +24,13 @@ import numpy as np
 import pandas as pd
 
 from riskengine.fusion import fuse, join_reasons
-from riskengine.queue import GROUP_KEYS, QueueConfig, assign_lanes, select_inspections
+from riskengine.queue import (
+    GROUP_KEYS,
+    QueueConfig,
+    assign_lanes,
+    distinct_reasons,
+    select_inspections,
+)
 from riskengine.schema import ROW_COLUMN, validate
 from riskengine.service.scoring import ScanTriager, Scorer, check_scores
 from riskengine.store import Store
@@ -103,7 +109,18 @@ def _decision_reasons(df: pd.DataFrame, lane_col: str, selection_col: str, reaso
     hold = np.where(df[lane_col] == "hold",
                     f"risk at or above the hold threshold {config.hold_threshold:.2f}: do not release", "")
     sel = sel.where(df[lane_col] != "hold", "")
-    return join_reasons([pd.Series(hold, index=df.index), sel, df[reasons_col].fillna("")])
+    reasons = df[reasons_col].fillna("").astype(str)
+    # "mandatory: <rule>" in the reasons already says why it was selected.
+    sel = sel.where(~((df[selection_col] == "mandatory") & reasons.str.contains("mandatory: ", regex=False)), "")
+    return distinct_reasons(join_reasons([pd.Series(hold, index=df.index), sel, reasons]))
+
+
+def _scores(scorer: Scorer, manifests: pd.DataFrame) -> pd.DataFrame:
+    """The scorer's output, checked, with each row's reasons said once."""
+    scores = check_scores(scorer(manifests), manifests["manifest_id"])
+    if "reasons" in scores.columns:
+        scores = scores.assign(reasons=distinct_reasons(scores["reasons"]))
+    return scores
 
 
 def replan(store: Store, groups: list[tuple[str, str, str]], config: QueueConfig, *,
@@ -227,7 +244,7 @@ def ingest_manifests(store: Store, scorer: Scorer, raw: pd.DataFrame, config: Qu
     stale = store.stale_scores(ids) if ids else []
     if stale:
         todo = valid[valid["manifest_id"].isin(stale)].reset_index(drop=True)
-        scores = check_scores(scorer(todo), todo["manifest_id"])
+        scores = _scores(scorer, todo)
         store.save_scores(scores, "manifest", scorer.version, actor=actor)
     groups: list[tuple[str, str, str]] = []
     if ids:
@@ -421,7 +438,7 @@ def _rescore_chunk(store: Store, scorer: Scorer, triager: ScanTriager, config: Q
     state = store.planning_frame(groups).reset_index(drop=True)
     ids = state["manifest_id"].astype(str).tolist()
     manifests = store.manifests(ids)
-    new = check_scores(scorer(manifests), manifests["manifest_id"])
+    new = _scores(scorer, manifests)
     old = state.set_index("manifest_id").reindex(new["manifest_id"])
     old_risk = old["risk_score"].to_numpy(dtype=float)
     differs = (
