@@ -62,3 +62,25 @@ def test_cli_logging_drops_a_warning_repeated_back_to_back():
 
     kept = [f.filter(rec(m)) for m in ("122 bad IMO", "122 bad IMO", "1 bad IMO", "122 bad IMO")]
     assert kept == [True, False, True, True]
+
+
+def test_indicators_hits_flags_an_indicator_that_fires_on_everything(tmp_path):
+    from riskengine.synth import generate_manifests
+
+    # One day alone: without history every consignee is "first seen today".
+    day = generate_manifests(600, seed=5, start="2026-03-01", days=1)
+    p = tmp_path / "day.csv"
+    day.to_csv(p, index=False)
+    res = CliRunner().invoke(main, ["indicators", "hits", "--data", str(p), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    rates = {r["id"]: r["hit_rate"] for r in out["indicators"]}
+    assert rates["new_consignee"] == 1.0
+    assert out["uninformative"] == [i for i, r in rates.items() if r >= 0.9] and "new_consignee" in out["uninformative"]
+    flags = {r["id"]: r["uninformative"] for r in out["indicators"]}
+    assert flags["new_consignee"] and not flags["seal_mismatch_at_gate"]
+
+    table = CliRunner().invoke(main, ["indicators", "hits", "--data", str(p)], terminal_width=80)
+    assert table.exit_code == 0, table.output
+    flat = " ".join(table.output.split())
+    assert "uninformative: new_consignee fires on 100" in flat and "--history" in flat

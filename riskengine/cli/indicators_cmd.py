@@ -196,6 +196,10 @@ def fields_command(json_out: bool) -> None:
         console.print(f"{kind} fields take: {', '.join(ops)}", highlight=False)
 
 
+
+#: Share of rows at or above which `indicators hits` flags an indicator as uninformative.
+UNINFORMATIVE_HIT_RATE = 0.9
+
 @indicators.command("hits")
 @click.option("--data", "data", required=True, type=click.Path(dir_okay=False),
               help="Manifest file (CSV or Parquet) in the native schema.")
@@ -250,6 +254,9 @@ def hits_command(data: str, packs: tuple[str, ...], history: str | None, strict:
         raise UserError("--inspected-only needs an 'is_illicit' column in the data", "ValueError")
     summary = hits.summary(truth)
     coverage = hits.coverage(truth)
+    # An indicator that fires on (nearly) every row tells no container from another.
+    summary["uninformative"] = summary["hit_rate"].fillna(0) >= UNINFORMATIVE_HIT_RATE
+    uninformative = summary.index[summary["uninformative"]].tolist()
     if json_out:
         rows = summary.reset_index().to_dict(orient="records")
         print_json(_clean({
@@ -259,7 +266,7 @@ def hits_command(data: str, packs: tuple[str, ...], history: str | None, strict:
             "conflicts": [c.to_dict() for c in merged.conflicts],
             "labels": None if truth is None else ("is_illicit (inspected rows)" if inspected_only
                                                   else "is_illicit"),
-            "indicators": rows, "any": coverage,
+            "indicators": rows, "any": coverage, "uninformative": uninformative,
         }))
         return
     console.print(f"{data}: {len(raw):,} rows, {len(valid):,} evaluated, "
@@ -291,6 +298,12 @@ def hits_command(data: str, packs: tuple[str, ...], history: str | None, strict:
                  f"{coverage['illicit_rows']:,}; licit rows flagged "
                  f"{_pct(coverage['licit_hit_rate'])}; precision {_pct(coverage['precision'])}")
     console.print(line, highlight=False)
+    for ind_id in uninformative:
+        console.print(
+            f"[bold yellow]uninformative[/]: {ind_id} fires on {_pct(summary.loc[ind_id, 'hit_rate'])} "
+            "of the rows, so it tells no container from another"
+            + ("" if history is not None else "; if it needs party history (first seen, earlier "
+               "shipments), pass earlier manifests with --history"), highlight=False)
     _print_merge_notes(merged)
 
 
