@@ -578,3 +578,66 @@ def test_a_partner_key_cannot_switch_off_another_issuers_rule(tmp_path):
     assert ("pack 'be-douane-ovr' redefines indicator 'seal_mismatch_at_gate' (version 9.0.0) of pack "
             "'riskengine-default'") in rejected.reason
     assert "may only supersede its own indicators" in rejected.reason
+
+
+def test_an_older_signed_pack_copied_over_a_newer_one_is_a_refused_downgrade(tmp_path):
+    """Rollback: v1 (pack + .sig) copied over v2 verifies as a signature, but the trust store
+    remembers 2.0.0 and refuses it; --allow-downgrade accepts it, lowers the floor, audits it."""
+    keys = generate_keypair(tmp_path / "keys", "nl")
+    store = TrustStore(tmp_path / "trust")
+    store.add(keys.public_key, partner="Douane NL", country="NL", packs=["nl-"])
+    old_dir, live = tmp_path / "v1", tmp_path / "live"
+    old_dir.mkdir()
+    live.mkdir()
+    doc = tiny_pack()
+    (old_dir / "nl.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    sign_pack_file(old_dir / "nl.yaml", keys.private_key, signer="Douane NL")
+    doc["metadata"]["version"] = "2.0.0"
+    (live / "nl.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    sign_pack_file(live / "nl.yaml", keys.private_key, signer="Douane NL")
+
+    assert str(load_verified_pack(live / "nl.yaml", store).version) == "2.0.0"  # installed
+    assert str(store.version_floor("nl-customs-cocaine")) == "2.0.0"
+    for name in ("nl.yaml", "nl.yaml.sig"):  # the attacker's copy
+        shutil.copy(old_dir / name, live / name)
+    with pytest.raises(PackSignatureError) as exc:
+        load_verified_pack(live / "nl.yaml", store)
+    assert reason(exc) == "downgrade"
+    assert "version 1.0.0, but version 2.0.0 was already verified" in str(exc.value)
+    assert "--allow-downgrade" in str(exc.value)
+
+    res = CliRunner().invoke(main, ["indicators", "verify", str(live / "nl.yaml"), "--trust", str(store.path)])
+    assert res.exit_code == 1 and "PackSignatureError: downgrade" in res.output
+    res = CliRunner().invoke(main, ["indicators", "verify", str(live / "nl.yaml"), "--trust", str(store.path),
+                                    "--allow-downgrade"])
+    assert res.exit_code == 0, res.output
+    assert str(store.version_floor("nl-customs-cocaine")) == "1.0.0"
+    events = [json.loads(line) for line in store.audit_file.read_text().splitlines()]
+    assert [(e["event"], e["version"], e["previous"]) for e in events] == [
+        ("floor_raised", "2.0.0", None), ("downgrade_refused", "1.0.0", "2.0.0"),
+        ("downgrade_refused", "1.0.0", "2.0.0"), ("downgrade_allowed", "1.0.0", "2.0.0")]
+    assert str(load_verified_pack(live / "nl.yaml", store).version) == "1.0.0"  # the operator's choice
+
+
+def test_the_service_refuses_a_rolled_back_pack(tmp_path):
+    from riskengine.service.packs import PackSource
+
+    keys = generate_keypair(tmp_path / "keys", "nl")
+    TrustStore(tmp_path / "default-trust").add(keys.public_key, partner="Douane NL", packs=["nl-"])
+    live = tmp_path / "packs"
+    live.mkdir()
+    doc = tiny_pack()
+    doc["indicators"][0]["id"] = "nl_seal_changed"  # its own id: the built-in one is not NL's
+    doc["metadata"]["version"] = "2.0.0"
+    write = lambda: (live / "nl.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")  # noqa: E731
+    write()
+    sign_pack_file(live / "nl.yaml", keys.private_key, signer="Douane NL")
+    source = PackSource(live)
+    assert "nl-customs-cocaine" in [p.pack.id for p in source.load().packs]
+    doc["metadata"]["version"] = "1.0.0"
+    write()
+    sign_pack_file(live / "nl.yaml", keys.private_key, signer="Douane NL", overwrite=True)
+    loaded = source.load()
+    assert "nl-customs-cocaine" not in [p.pack.id for p in loaded.packs]
+    assert [(r.file, r.error_type) for r in loaded.rejected] == [("nl.yaml", "PackSignatureError")]
+    assert loaded.rejected[0].reason.startswith("downgrade: ")

@@ -392,13 +392,20 @@ def sign_command(pack: str, key_file: str, signer: str, force: bool, json_out: b
 @indicators.command("verify")
 @click.argument("packs", nargs=-1, required=True, type=click.Path(exists=True))
 @_trust_option
+@click.option("--allow-downgrade", is_flag=True,
+              help="Accept a pack older than the highest version of its id verified before, and "
+                   "lower the trust store's version floor to it (written to the trust store's "
+                   "audit.jsonl). For a deliberate rollback only.")
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object instead of text.")
-def verify_command(packs: tuple[str, ...], trust_dir: str | None, json_out: bool) -> None:
+def verify_command(packs: tuple[str, ...], trust_dir: str | None, allow_downgrade: bool,
+                   json_out: bool) -> None:
     """Verify the signature of each pack in PACKS (files or folders) against the trust store.
 
     Prints the signer, partner, key id and SHA-256 of each pack; exits 1 with
     `PackSignatureError: ...` for every pack that is unsigned, signed by an untrusted or expired
-    key, outside the key's allowed packs, or changed after signing.
+    key, outside the key's allowed packs, changed after signing, or older than a version of
+    the same pack verified before (a rollback; see --allow-downgrade). A pack that verifies
+    raises the version floor of its id in the trust store.
     """
     from riskengine.indicators import PackError, TrustStore, pack_files
     from riskengine.indicators.signing import is_builtin_pack, verify_pack_file
@@ -410,7 +417,7 @@ def verify_command(packs: tuple[str, ...], trust_dir: str | None, json_out: bool
             results.append({"path": str(f), "ok": True, "builtin": True})
             continue
         try:
-            results.append({"ok": True, **verify_pack_file(f, store).to_dict()})
+            results.append({"ok": True, **verify_pack_file(f, store, allow_downgrade=allow_downgrade).to_dict()})
         except PackError as exc:
             results.append({"path": str(f), "ok": False, "error": type(exc).__name__,
                             "reason": getattr(exc, "reason", "invalid"), "message": str(exc)})

@@ -7,6 +7,13 @@ the *trust store*, a folder of partner public keys that each service manages its
     <trust dir>/                       $RISKENGINE_TRUST_DIR, else ~/.config/riskengine/trust
         douane-rotterdam-1a2b3c4d5e6f7a8b.pub   PEM, one Ed25519 public key per file
         trust.yaml                     per key: partner, country, expiry, allowed pack id prefixes
+        pack_versions.yaml             per pack id: the highest version verified (the floor)
+        audit.jsonl                    floors raised, downgrades refused or allowed (append-only)
+
+A verified pack whose version is below the floor of its pack id is refused (``downgrade``): an
+old signed pack copied over a newer one does not roll the rules back. An operator who means to
+go back runs ``riskengine indicators verify OLD.yaml --allow-downgrade``, which lowers the floor
+and writes the downgrade to the audit file.
 
 The signed message is ``b"riskengine-indicator-pack-v1\\n"`` followed by the canonical JSON of
 every field of the ``.sig`` file except the signature itself (algorithm, key id, signer, signing
@@ -54,6 +61,7 @@ from riskengine.indicators.pack import (
     _ID,
     IndicatorPack,
     PackError,
+    Version,
     _safe_yaml,
     default_pack_path,
     load_pack,
@@ -106,6 +114,8 @@ TRUST_DIR_ENV = "RISKENGINE_TRUST_DIR"
 ALLOW_UNSIGNED_ENV = "RISKENGINE_ALLOW_UNSIGNED_PACKS"
 PASSPHRASE_ENV = "RISKENGINE_KEY_PASSPHRASE"
 TRUST_FILE = "trust.yaml"
+VERSIONS_FILE = "pack_versions.yaml"
+AUDIT_FILE = "audit.jsonl"
 PRIVATE_KEY_SUFFIX = ".key"
 PUBLIC_KEY_SUFFIX = ".pub"
 
@@ -128,7 +138,8 @@ class PackSignatureError(PackError):
     """A pack whose signature is missing or does not verify.
 
     ``reason`` is one of ``unsigned``, ``untrusted``, ``tampered``, ``expired``,
-    ``pack_not_allowed``, ``malformed`` or ``model_packs_changed``; ``path`` is the pack file.
+    ``pack_not_allowed``, ``downgrade``, ``malformed`` or ``model_packs_changed``; ``path`` is
+    the pack file.
     """
 
     def __init__(self, message: str, reason: str, path: str | Path | None = None) -> None:
@@ -751,6 +762,101 @@ class TrustStore:
         return gone
 
 
+    # -- version floors (rollback protection) ----------------------------------------------
+    @property
+    def versions_file(self) -> Path:
+        return self.path / VERSIONS_FILE
+
+    @property
+    def audit_file(self) -> Path:
+        return self.path / AUDIT_FILE
+
+    def version_floors(self) -> dict[str, dict[str, Any]]:
+        """Pack id → {version, sha256, key_id, at}: the highest version verified of each pack."""
+        f = self.versions_file
+        if not f.exists():
+            return {}
+        try:
+            doc = _safe_yaml(f.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise TrustStoreError(f"{f}: not valid YAML ({exc}); restore it from a backup (deleting "
+                                  "it forgets every version floor)") from exc
+        packs = (doc or {}).get("packs") if isinstance(doc, Mapping) else None
+        if not isinstance(packs, Mapping) or not all(
+                isinstance(v, Mapping) and "version" in v for v in packs.values()):
+            raise TrustStoreError(f"{f}: expected 'packs: {{PACK_ID: {{version: ...}}}}', got "
+                                  f"{doc!r:.80}; restore it from a backup")
+        return {str(k): dict(v) for k, v in packs.items()}
+
+    def version_floor(self, pack_id: str) -> Version | None:
+        """The lowest version of ``pack_id`` that still verifies (``None``: never seen)."""
+        entry = self.version_floors().get(pack_id)
+        return None if entry is None else Version.parse(entry["version"], f"{VERSIONS_FILE}: {pack_id}")
+
+    def audit(self, event: str, **details: Any) -> None:
+        """Append one event to the trust store's audit file (JSON lines, never rewritten)."""
+        line = json.dumps({"at": _utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"), "event": event, **details},
+                          sort_keys=True, default=str)
+        fd = os.open(self.audit_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def check_version(self, pack: IndicatorPack, result: VerificationResult, *,
+                      allow_downgrade: bool = False) -> None:
+        """Refuse ``pack`` below the floor of its id (``downgrade``), else raise the floor to it.
+
+        ``allow_downgrade`` accepts a lower version and lowers the floor to it; the downgrade is
+        written to the audit file. A floor that cannot be written (read-only trust store) is
+        logged as an error; the pack is still checked against the floor that was read.
+        """
+        floor = self.version_floor(pack.id)
+        details = {"pack_id": pack.id, "version": str(pack.version), "sha256": result.sha256,
+                   "key_id": result.key_id, "path": result.path,
+                   "previous": None if floor is None else str(floor)}
+        if floor is not None and pack.version < floor:
+            if not allow_downgrade:
+                self._try_audit("downgrade_refused", details)
+                raise PackSignatureError(
+                    f"downgrade: {result.path} is pack {pack.id!r} version {pack.version}, but version "
+                    f"{floor} was already verified with the trust store {self.path}; an older signed "
+                    "pack is refused so that the rules cannot be rolled back. Install the current "
+                    f"version from {result.partner}, or, to go back on purpose, run `riskengine "
+                    f"indicators verify {result.path} --allow-downgrade` (audited)", "downgrade",
+                    result.path)
+            log.warning("DOWNGRADE allowed: pack %r from version %s to %s (%s)", pack.id, floor,
+                        pack.version, result.path)
+            self._set_floor(pack, result, "downgrade_allowed", details)
+        elif floor is None or pack.version > floor:
+            self._set_floor(pack, result, "floor_raised", details)
+
+    def _set_floor(self, pack: IndicatorPack, result: VerificationResult, event: str,
+                   details: dict[str, Any]) -> None:
+        try:
+            floors = self.version_floors()
+            floors[pack.id] = {"version": str(pack.version), "sha256": result.sha256,
+                               "key_id": result.key_id,
+                               "at": _utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")}
+            text = ("# Highest version of each indicator pack verified with this trust store: a\n"
+                    "# lower version is refused (riskengine indicators verify --allow-downgrade).\n"
+                    + yaml.safe_dump({"packs": dict(sorted(floors.items()))}, sort_keys=False))
+            _atomic_write(self.versions_file, text.encode("utf-8"))
+            self.audit(event, **details)
+        except OSError as exc:
+            log.error("cannot record version %s of pack %r in %s: %s; rollback protection for this "
+                      "pack stays at the version recorded before", pack.version, pack.id,
+                      self.versions_file, exc)
+            return
+        log.info("pack %r: version floor %s -> %s", pack.id, details["previous"], pack.version)
+
+    def _try_audit(self, event: str, details: dict[str, Any]) -> None:
+        try:
+            self.audit(event, **details)
+        except OSError as exc:
+            log.error("cannot write the trust store audit %s: %s", self.audit_file, exc)
+
+
 def _as_store(trust: TrustStore | str | Path | None) -> TrustStore:
     return trust if isinstance(trust, TrustStore) else TrustStore(trust)
 
@@ -793,7 +899,8 @@ def _read_pack_bytes(path: str | Path) -> tuple[Path, bytes]:
 
 
 def _verify(path: str | Path, trust: TrustStore | str | Path | None,
-            now: dt.datetime | dt.date | None) -> tuple[VerificationResult, IndicatorPack]:
+            now: dt.datetime | dt.date | None,
+            allow_downgrade: bool = False) -> tuple[VerificationResult, IndicatorPack]:
     # The bytes are read once: the same bytes are verified and then parsed.
     p, raw = _read_pack_bytes(path)
     sig_path = signature_path(p)
@@ -841,23 +948,27 @@ def _verify(path: str | Path, trust: TrustStore | str | Path | None,
             "this pack, widen the key's 'packs' in the trust store", "pack_not_allowed", p)
     result = VerificationResult(str(p), pack.id, key.key_id, sig.signer, key.partner, key.country,
                                 sig.signed_at, digest, key.expires)
+    store.check_version(pack, result, allow_downgrade=allow_downgrade)
     log.info("verified %s: pack %r signed by %r at %s with key %s (%s)", p, pack.id, sig.signer,
              result.to_dict()["signed_at"], key.key_id, key.partner)
     return result, pack
 
 
 def verify_pack_file(path: str | Path, trust: TrustStore | str | Path | None = None, *,
-                     now: dt.datetime | dt.date | None = None) -> VerificationResult:
+                     now: dt.datetime | dt.date | None = None,
+                     allow_downgrade: bool = False) -> VerificationResult:
     """Verify the detached signature ``<pack>.sig`` of a pack file against the trust store.
 
     ``trust`` is a :class:`TrustStore` or its folder (default: :func:`default_trust_dir`);
     ``now`` replaces the current time for the expiry check. Raises
     :class:`PackSignatureError` with ``reason`` ``unsigned`` (no .sig), ``malformed`` (.sig
     unreadable), ``untrusted`` (key not in the store), ``tampered`` (bytes or signature
-    changed), ``expired`` (key past its expiry) or ``pack_not_allowed`` (pack id outside the
-    key's prefixes); a pack that verifies but does not parse raises :class:`PackError`.
+    changed), ``expired`` (key past its expiry), ``pack_not_allowed`` (pack id outside the
+    key's prefixes) or ``downgrade`` (a version below the highest one verified before, unless
+    ``allow_downgrade``); a pack that verifies but does not parse raises :class:`PackError`.
+    A pack that verifies raises the version floor of its pack id in the trust store.
     """
-    return _verify(path, trust, now)[0]
+    return _verify(path, trust, now, allow_downgrade)[0]
 
 
 def unsigned_packs_allowed(allow_unsigned: bool = False) -> bool:
@@ -868,13 +979,14 @@ def unsigned_packs_allowed(allow_unsigned: bool = False) -> bool:
 
 
 def load_verified_pack(path: str | Path, trust: TrustStore | str | Path | None = None, *,
-                       allow_unsigned: bool = False) -> IndicatorPack:
+                       allow_unsigned: bool = False, allow_downgrade: bool = False) -> IndicatorPack:
     """Verify a pack's signature, then parse it (the same bytes).
 
     A pack shipped with the engine needs no signature. ``allow_unsigned=True`` (or
     ``RISKENGINE_ALLOW_UNSIGNED_PACKS=1``) loads a pack that has *no* ``.sig``, with a warning:
     for local development only. A pack whose ``.sig`` exists and does not verify is refused
-    even then: tampering is never allowed.
+    even then: tampering is never allowed. A signed pack below the version floor of its id is
+    refused (``downgrade``) unless ``allow_downgrade``.
     """
     if is_builtin_pack(path):
         log.debug("%s ships with the engine: trusted like its code", path)
@@ -886,7 +998,7 @@ def load_verified_pack(path: str | Path, trust: TrustStore | str | Path | None =
                     "%s, sha256 %s. For local development only: never use unsigned packs in "
                     "production.", switch, path, pack.id, pack.version, pack.sha256)
         return pack
-    return _verify(path, trust, None)[1]
+    return _verify(path, trust, None, allow_downgrade)[1]
 
 
 def load_verified_packs(paths: Iterable[str | Path] | str | Path,
