@@ -43,6 +43,33 @@ SHIPPED_WORLD: dict[str, Any] = {
     "illicit_rate": 0.01,
 }
 LANE_ORDER = ("hold", "red", "inspect", "scan", "cleared", "green")
+#: The day after the shipped model's history ends, when models/manifest/model.json cannot be read.
+_SHIPPED_HISTORY_NEXT_DAY = "2027-01-02"
+
+
+def shipped_model_dir() -> Path:
+    """The shipped manifest model, found from the package's location (not the working directory).
+
+    Raises FileNotFoundError with what to do when it is not there (an installed package without
+    the repository's ``models/``).
+    """
+    path = MODELS_DIR / "manifest"
+    if not (path / "model.txt").is_file():
+        raise FileNotFoundError(
+            f"the shipped manifest model is not at {path} (model.txt missing): run `make models` in the "
+            "repository, or pass the directory of a model written by `riskengine train` with --model DIR")
+    return path
+
+
+def day_after_shipped_history() -> str:
+    """First day after the shipped model's history (YYYY-MM-DD): generated traffic from then on
+    is new to the model, as real arrivals would be."""
+    try:
+        meta = json.loads((MODELS_DIR / "manifest" / "model.json").read_text(encoding="utf-8"))
+        end = pd.Timestamp((meta.get("history") or meta["training"])["end"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _SHIPPED_HISTORY_NEXT_DAY
+    return str((end + pd.Timedelta(days=1)).date())
 
 
 @dataclass

@@ -84,3 +84,34 @@ def test_indicators_hits_flags_an_indicator_that_fires_on_everything(tmp_path):
     assert table.exit_code == 0, table.output
     flat = " ".join(table.output.split())
     assert "uninformative: new_consignee fires on 100" in flat and "--history" in flat
+
+
+def test_generated_traffic_starts_after_the_shipped_models_history(tmp_path):
+    from riskengine.demo import MODELS_DIR
+
+    end = json.loads((MODELS_DIR / "manifest" / "model.json").read_text())["history"]["end"]
+    out = tmp_path / "m.csv"
+    res = CliRunner().invoke(main, ["generate", "manifests", "--rows", "200", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    arrivals = pd.to_datetime(pd.read_csv(out)["arrival_date"])
+    assert arrivals.min() > pd.Timestamp(end)  # new to the model: no "dated before its history" warning
+    assert json.loads(res.output.strip().splitlines()[-1])["params"]["start"] == "2027-01-02"
+    helptext = CliRunner().invoke(main, ["generate", "manifests", "--help"]).output
+    assert "day after the shipped model's history" in " ".join(helptext.split())
+
+
+def test_bench_manifests_finds_the_shipped_model_from_any_directory(tmp_path, monkeypatch):
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)  # not the repository: models/ is not here
+    res = runner.invoke(main, ["bench", "manifests", "--rows", "300", "--repeat", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.output.strip().splitlines()[-1])
+    assert result["rows"] == 300 and result["rows_per_s"] > 0
+
+    import riskengine.demo
+
+    monkeypatch.setattr(riskengine.demo, "MODELS_DIR", tmp_path / "no-models")
+    res = runner.invoke(main, ["bench", "manifests", "--rows", "300", "--repeat", "1"])
+    assert res.exit_code == 1
+    assert "FileNotFoundError: the shipped manifest model is not at" in res.output
+    assert "--model DIR" in res.output

@@ -133,15 +133,16 @@ def _print_scanner(r: dict[str, Any]) -> None:
 @bench.command("manifests")
 @click.option("--rows", type=click.IntRange(1), default=100_000, show_default=True,
               help="Generated manifests to score (dated after the model's training window).")
-@click.option("--model", "model_dir", type=click.Path(file_okay=False), default="models/manifest",
-              show_default=True, help="Manifest model directory written by `riskengine train`.")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
+              help="Manifest model directory written by `riskengine train` (default: the shipped "
+                   "models/manifest of the repository riskengine runs from, wherever you run it).")
 @click.option("--repeat", type=click.IntRange(1), default=3, show_default=True,
               help="Timed runs after one warm-up; stages are their medians.")
 @click.option("--seed", default=12, show_default=True, help="Seed of the generated manifests.")
 @click.option("--results-file", type=click.Path(dir_okay=False), default=None,
               help="Also write the JSON result to this file.")
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object instead of a table.")
-def manifests_command(rows: int, model_dir: str, repeat: int, seed: int,
+def manifests_command(rows: int, model_dir: str | None, repeat: int, seed: int,
                       results_file: str | None, json_out: bool) -> None:
     """Manifest scoring rows/s against LightGBM's raw predict, stage by stage, with peak memory.
 
@@ -150,6 +151,13 @@ def manifests_command(rows: int, model_dir: str, repeat: int, seed: int,
     """
     from riskengine.rescore import measure_scoring
 
+    if model_dir is None:
+        from riskengine.demo import shipped_model_dir
+
+        try:
+            model_dir = str(shipped_model_dir())
+        except FileNotFoundError as exc:
+            raise UserError(str(exc), "FileNotFoundError") from exc
     if not Path(model_dir).is_dir():
         raise UserError(
             f"model directory not found: {model_dir}; train one with `riskengine train` or pass --model DIR",

@@ -18,7 +18,9 @@ from riskengine.cli._common import console, print_json
               help="Output file: .parquet (one row group per chunk), .csv or .csv.gz.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; the same seed and options give the same file.")
-@click.option("--start", default="2026-01-01", show_default=True, help="First arrival date (YYYY-MM-DD).")
+@click.option("--start", default=None,
+              help="First arrival date (YYYY-MM-DD). Default: the day after the shipped model's "
+                   "history ends (2027-01-02), so that the traffic is new to the model.")
 @click.option("--days", type=int, default=1, show_default=True,
               help="Arrivals spread uniformly over this many days from --start.")
 @click.option("--port", default="NLRTM", show_default=True,
@@ -37,7 +39,7 @@ from riskengine.cli._common import console, print_json
                    "`riskengine demo` draws its day from the same world).")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON summary instead of tables.")
 def generate_manifests_command(
-    rows: int, out: str, seed: int, start: str, days: int, port: str, illicit_rate: float,
+    rows: int, out: str, seed: int, start: str | None, days: int, port: str, illicit_rate: float,
     drift: float, corrupt_rate: float, chunk_rows: int, exclude_last_days: int, json_out: bool,
 ) -> None:
     """Generate synthetic container manifests with ground truth for training and demos.
@@ -46,7 +48,11 @@ def generate_manifests_command(
     riskengine generate manifests --rows 1000000 --days 90 --out traffic.parquet
     riskengine generate manifests --rows 5000 --corrupt-rate 0.02 --out broken.csv
     """
+    from riskengine.demo import day_after_shipped_history
     from riskengine.synth import write_manifests
+
+    if start is None:
+        start = day_after_shipped_history()
 
     with Progress(TextColumn("generating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
