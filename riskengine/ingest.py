@@ -177,7 +177,9 @@ def write_quarantine_part(rejects: pd.DataFrame, path: Path, *, source: str, bat
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         if path.suffix == ".csv":
-            table.to_csv(tmp, index=False)
+            from riskengine.csvsafe import write_csv
+
+            write_csv(table, tmp)  # formula cells escaped: analysts open these in spreadsheets
         else:
             table.to_parquet(tmp, index=False, compression="zstd")
         with open(tmp, "rb") as fh:  # the rename must not land before the data

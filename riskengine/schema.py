@@ -541,13 +541,19 @@ def read_manifests(path: str | Path, *, columns: list[str] | None = None) -> pd.
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a frame to CSV or Parquet by the file's extension, creating parent folders."""
+    """Write a frame to CSV or Parquet by the file's extension, creating parent folders.
+
+    A CSV has its formula cells escaped (:func:`riskengine.csvsafe.write_csv`): quarantine
+    files repeat what the sender wrote, and analysts open them in spreadsheets.
+    """
+    from riskengine.csvsafe import write_csv
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.suffix.lower() in (".parquet", ".pq"):
         df.to_parquet(p, index=False)
     elif p.suffix.lower() in (".csv", ".txt"):
-        df.to_csv(p, index=False)
+        write_csv(df, p)
     else:
         raise ValueError(f"unsupported output type {p.suffix!r} for {p}: use .csv or .parquet")
     return p
@@ -668,7 +674,8 @@ def validate(df: pd.DataFrame, *, strict_columns: bool = True) -> ValidationResu
         missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
         if missing:
             raise SchemaError(
-                f"missing required column(s) {missing}; the file has {sorted(map(str, df.columns))[:40]}. "
+                f"missing required column(s) {missing}; the file has "
+                f"{sorted(c for c in map(str, df.columns) if c not in (ROW_COLUMN, MALFORMED_COLUMN))[:40]}. "
                 "See datasets/manifest_schema.md for the schema."
             )
     n = len(df)

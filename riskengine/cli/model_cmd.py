@@ -146,7 +146,10 @@ class _TableWriter:
                 table = pa.Table.from_pandas(df, schema=self._schema, preserve_index=False)
             self._writer.write_table(table)
         else:
-            df.to_csv(self.path, mode="a" if self._started else "w", header=not self._started, index=False)
+            from riskengine.csvsafe import write_csv
+
+            # Reasons and ids come from the manifests: formula cells are escaped.
+            write_csv(df, self.path, mode="a" if self._started else "w", header=not self._started)
         self._started = True
 
     def close(self) -> None:
