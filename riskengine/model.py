@@ -468,7 +468,10 @@ class RiskModel:
     def check_input(self, columns: Any) -> None:
         """Raise a ValueError naming the required columns that ``columns`` lacks (extras are fine)."""
         self._check_fitted()
-        have = set(map(str, columns))
+        from riskengine.schema import MALFORMED_COLUMN, ROW_COLUMN
+
+        # The reader's own bookkeeping columns are not the user's: neither counted nor named.
+        have = set(map(str, columns)) - {ROW_COLUMN, MALFORMED_COLUMN}
         missing = [c for c in self.input_columns_ if c not in have]
         if missing:
             raise ValueError(

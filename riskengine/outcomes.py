@@ -172,8 +172,21 @@ def hit_rate_summary(hit_rates: pd.DataFrame) -> dict[str, Any]:
         "other": other,
         "prevalence": prevalence,
         "prevalence_basis": basis,
-        "lift": {"lift": lift, "ci_low": lo, "ci_high": hi},
+        "lift": {"lift": lift, "ci_low": lo, "ci_high": hi,
+                 "not_estimable": None if lift is not None else _lift_missing(random, targeted)},
     }
+
+
+def _lift_missing(random: dict[str, Any], targeted: dict[str, Any]) -> str:
+    """What the lift still needs, in words (the ratio needs both rates and a random seizure)."""
+    needs = []
+    if not targeted["inspections"]:
+        needs.append("targeted inspections (mandatory or by risk)")
+    if not random["inspections"]:
+        needs.append("random inspections")
+    elif not random["seizures"]:
+        needs.append(f"a seizure among the random picks ({random['inspections']:,} inspected, none found)")
+    return "needs " + " and ".join(needs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,7 +370,7 @@ def _fmt_rate(r: Mapping[str, Any]) -> str:
 def _card_section(summary: Mapping[str, Any]) -> str:
     h = summary["hit_rates"]
     lift = h["lift"]
-    lift_text = ("not estimable (no random seizure yet)" if lift["lift"] is None else
+    lift_text = (f"not estimable ({lift.get('not_estimable') or 'no random seizure yet'})" if lift["lift"] is None else
                  f"{lift['lift']:.1f}" + (f" (95% CI {lift['ci_low']:.1f} to {lift['ci_high']:.1f})"
                                           if lift["ci_low"] is not None else ""))
     lines = [

@@ -83,8 +83,8 @@ class UnknownManifestError(KeyError):
         self.ids = list(ids)
         shown = ", ".join(repr(i) for i in self.ids[:10])
         more = f" and {len(self.ids) - 10} more" if len(self.ids) > 10 else ""
-        message = (f"unknown manifest_id {shown}{more}: ingest the manifest first "
-                   "(POST /api/manifests or Store.upsert_manifests)")
+        message = (f"unknown manifest_id {shown}{more}: the store holds no such manifest; send it "
+                   "first (POST /api/manifests, or `riskengine ingest --data FILE`)")
         super().__init__(message)
         self.message = message
 

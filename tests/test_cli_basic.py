@@ -115,3 +115,20 @@ def test_bench_manifests_finds_the_shipped_model_from_any_directory(tmp_path, mo
     assert res.exit_code == 1
     assert "FileNotFoundError: the shipped manifest model is not at" in res.output
     assert "--model DIR" in res.output
+
+
+def test_errors_do_not_name_the_readers_internal_columns(tmp_path):
+    from riskengine.demo import MODELS_DIR
+
+    p = tmp_path / "two.csv"
+    p.write_text("manifest_id,container_id\nM1,MSKU0000011\n")
+    res = CliRunner().invoke(main, ["validate", "--data", str(p)])
+    assert res.exit_code == 1
+    flat = " ".join(res.output.split())
+    assert "the file has ['container_id', 'manifest_id']" in flat
+    assert "source_row" not in flat and "_malformed" not in flat
+    res = CliRunner().invoke(main, ["score", "--model", str(MODELS_DIR / "manifest"), "--data", str(p),
+                                    "--out", str(tmp_path / "o.csv")])
+    assert res.exit_code == 1
+    flat = " ".join(res.output.split())
+    assert "input has 2 columns" in flat and "source_row" not in flat

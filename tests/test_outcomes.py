@@ -112,9 +112,25 @@ def test_hit_rate_summary_without_random_picks_says_so():
     s = hit_rate_summary(rates)
     assert s["prevalence"]["hit_rate"] is None
     assert "cannot be estimated" in s["prevalence_basis"]
-    assert s["lift"] == {"lift": None, "ci_low": None, "ci_high": None}
+    assert s["lift"] == {"lift": None, "ci_low": None, "ci_high": None, "not_estimable": "needs random inspections"}
     with pytest.raises(ValueError, match=r"missing \['seizures'\]"):
         hit_rate_summary(rates.drop(columns=["seizures"]))
+
+
+def test_lift_message_names_what_is_missing():
+    # A random seizure but no targeted inspection: the lift needs the targeted ones.
+    rates = pd.DataFrame({"lane": ["red", "all"], "selection_kind": ["random", "random"],
+                          "inspections": [5, 5], "seizures": [1, 1]})
+    s = hit_rate_summary(rates)
+    assert s["lift"]["lift"] is None
+    assert s["lift"]["not_estimable"] == "needs targeted inspections (mandatory or by risk)"
+    from riskengine.cli.outcomes_cmd import _lift_text
+
+    assert "random seizure" not in _lift_text(s["lift"]) and "targeted" in _lift_text(s["lift"])
+    none_found = pd.DataFrame({"lane": ["red", "red", "all", "all"],
+                               "selection_kind": ["random", "targeted", "random", "targeted"],
+                               "inspections": [4, 6, 4, 6], "seizures": [0, 2, 0, 2]})
+    assert "a seizure among the random picks (4 inspected" in hit_rate_summary(none_found)["lift"]["not_estimable"]
 
 
 def test_report_cli_json_and_table(handmade):

@@ -180,3 +180,16 @@ def test_native_manifests_train_and_score(tmp_path):
     assert list(s.columns) == ["manifest_id", "risk_score", "reasons"]
     q = pd.read_csv(tmp_path / "s.quarantine.csv")
     assert q["reject_column"].tolist() == ["container_id"]
+
+
+def test_score_writes_no_quarantine_file_when_nothing_is_rejected(tmp_path):
+    from riskengine.demo import MODELS_DIR
+    from riskengine.synth import generate_manifests
+
+    generate_manifests(120, seed=4, start="2027-01-05").to_csv(tmp_path / "clean.csv", index=False)
+    res = run("score", "--model", str(MODELS_DIR / "manifest"), "--data", str(tmp_path / "clean.csv"),
+              "--out", str(tmp_path / "s.csv"), "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert summary["scored"] == 120 and summary["quarantined"] == 0 and summary["quarantine"] is None
+    assert not (tmp_path / "s.quarantine.csv").exists()

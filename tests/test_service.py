@@ -383,6 +383,7 @@ def test_outcomes_and_hit_rates(client):
 
     r = client.post("/api/outcomes", json={"manifest_id": "GHOST", "result": "seizure"})
     assert r.status_code == 404 and "'GHOST'" in r.json()["detail"]
+    assert "POST /api/manifests" in r.json()["detail"] and "Store." not in r.json()["detail"]
     r = client.post("/api/outcomes", json={"manifest_id": scan[0]["manifest_id"], "result": "lost"})
     assert r.status_code == 422
     r = client.post("/api/outcomes", json={"manifest_id": scan[1]["manifest_id"], "result": "nothing_found",

@@ -234,7 +234,7 @@ def score_command(model_dir: str, data: str, out: str, reasons: int, reasons_min
                     sc["reasons"] = sc["reasons"].astype("string")
                 writer.write(sc)
                 rej = res.rejects
-                if len(rej) or not q_writer._started:
+                if len(rej):  # no quarantine file at all when nothing is rejected
                     q_writer.write(_quarantine_frame(rej))
                 for reason, k in rej.get("reject_column", pd.Series(dtype=str)).value_counts().items():
                     reject_reasons[str(reason)] = reject_reasons.get(str(reason), 0) + int(k)
@@ -249,10 +249,6 @@ def score_command(model_dir: str, data: str, out: str, reasons: int, reasons_min
                 if reasons:
                     empty["reasons"] = pd.Series(dtype="string")
                 writer.write(empty)
-            if not q_writer._started:
-                q_writer.write(pd.DataFrame({"source_row": pd.Series(dtype="int64"),
-                                             "reject_column": pd.Series(dtype="string"),
-                                             "reject_reason": pd.Series(dtype="string")}))
     finally:
         writer.close()
         q_writer.close()
@@ -262,7 +258,7 @@ def score_command(model_dir: str, data: str, out: str, reasons: int, reasons_min
         "model": str(model_dir),
         "data": str(src),
         "out": str(out_path),
-        "quarantine": str(q_path),
+        "quarantine": str(q_path) if n_rej else None,
         "rows": n_in,
         "scored": n_scored,
         "quarantined": n_rej,

@@ -39,7 +39,7 @@ def _rate_text(r: Mapping[str, Any]) -> str:
 
 def _lift_text(lift: Mapping[str, Any]) -> str:
     if lift.get("lift") is None:
-        return "not estimable (needs at least one random seizure)"
+        return f"not estimable ({lift.get('not_estimable') or 'needs a random seizure'})"
     text = f"{lift['lift']:.1f}×"
     if lift.get("ci_low") is not None:
         text += f"  (95% CI {lift['ci_low']:.1f} – {lift['ci_high']:.1f})"
