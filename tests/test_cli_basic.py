@@ -132,3 +132,23 @@ def test_errors_do_not_name_the_readers_internal_columns(tmp_path):
     assert res.exit_code == 1
     flat = " ".join(res.output.split())
     assert "input has 2 columns" in flat and "source_row" not in flat
+
+
+def test_tokens_list_is_readable_at_80_columns(tmp_path):
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    runner = CliRunner()
+    for name, role in (("night shift ECT", "officer"), ("liaison Antwerp police", "analyst")):
+        res = runner.invoke(main, ["tokens", "create", "--db", db, "--name", name, "--role", role,
+                                   "--expires", "30d", "--json"])
+        assert res.exit_code == 0, res.output
+    ids = [json.loads(x)["token_id"] for x in
+           runner.invoke(main, ["tokens", "list", "--db", db, "--json"]).output.splitlines()]
+    res = runner.invoke(main, ["tokens", "list", "--db", db], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    # one line per token carries its id, role, clearance, state and expiry, unbroken
+    for token_id, role, tlp in zip(ids, ("officer", "analyst"), ("GREEN", "AMBER"), strict=True):
+        line = next(x for x in lines if token_id in x)
+        assert role in line and tlp in line and "active" in line and "20" in line.split()[-2]
+    assert "night shift ECT" in res.output

@@ -15,6 +15,8 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import click
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from riskengine.cli import main
@@ -73,6 +75,10 @@ def _actor() -> str:
 
 def _when(value: datetime | None) -> str:
     return "–" if value is None else f"{value:%Y-%m-%d %H:%M} UTC"
+
+
+def _short(value: datetime | None, none: str = "–") -> str:
+    return none if value is None else f"{value:%Y-%m-%d %H:%M}"
 
 
 def _record(info: Any) -> dict[str, Any]:
@@ -134,15 +140,23 @@ def list_command(db_url: str | None, json_out: bool) -> None:
     if not infos:
         console.print("No tokens yet: riskengine tokens create --name NAME --role officer")
         return
-    table = Table(title=f"API tokens ({sum(i.active for i in infos)} active of {len(infos)})")
+    # Six columns, the creation under the name and the last use under the expiry: readable at
+    # 80 columns (times in UTC, said once in the title).
+    table = Table(title=f"API tokens ({sum(i.active for i in infos)} active of {len(infos)}; times UTC)",
+                  box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), pad_edge=False,
+                  title_justify="left")
     table.add_column("id", no_wrap=True)
-    for col in ("name", "role", "clearance", "state", "created", "by", "expires", "last used"):
-        table.add_column(col)
+    table.add_column("name\ncreated by")
+    table.add_column("role", no_wrap=True)
+    table.add_column("TLP", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("expires\nlast used", no_wrap=True)
     for i in infos:
         state = i.state()
-        table.add_row(i.token_id, i.name, i.role, i.clearance,
-                      state if state == "active" else f"[red]{state}[/]", _when(i.created_at), i.created_by,
-                      _when(i.expires_at), _when(i.last_used_at))
+        table.add_row(i.token_id,
+                      f"{escape(i.name)}\n[dim]{escape(i.created_by)} {i.created_at:%Y-%m-%d}[/]",
+                      i.role, i.clearance, state if state == "active" else f"[red]{state}[/]",
+                      f"{_short(i.expires_at, 'never')}\n[dim]{_short(i.last_used_at, 'not used')}[/]")
     console.print(table)
 
 
