@@ -771,6 +771,32 @@ def test_invalid_json_gets_422_naming_the_problem(client, app):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "result"]
 
 
+def test_deeply_nested_json_gets_422_and_the_server_keeps_serving(app):
+    deep = b"[" * 200_000
+    routes = (("/api/manifests", "analyst"), ("/api/scans", "analyst"), ("/api/outcomes", "officer"),
+              ("/api/rescore", "analyst"))
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as h:
+        for path, role in routes:
+            types = [{"content-type": "application/json"}]
+            if path in ("/api/outcomes", "/api/rescore"):
+                types.append({})  # FastAPI reads a body without a content type as JSON
+            for headers in types:
+                r = h.post(path, content=deep, headers={**auth(app, role), **headers})
+                assert r.status_code == 422, (path, headers, r.status_code, r.text[:200])
+                assert "nests arrays or objects deeper than 32 levels" in r.json()["detail"]
+            # the same client goes on: the next request is answered
+            assert h.get("/api/queue/groups", headers=auth(app, "officer")).status_code == 200
+        # streamed (chunked) bodies are followed chunk by chunk
+        r = h.post("/api/manifests", content=iter([b'{"manifests": ', b"[" * 20, b"[" * 20]),
+                   headers={**auth(app, "analyst"), "content-type": "application/json"})
+        assert r.status_code == 422 and "deeper than 32" in r.json()["detail"]
+        # brackets inside strings (and escaped quotes) are text, not nesting
+        m = make_manifests(1)
+        m["goods_description"] = 'BANANAS ' + '[' * 100 + ' \\"[[[" ' + '{' * 50
+        r = h.post("/api/manifests", json=rows(m), headers=auth(app, "analyst"))
+        assert r.status_code == 200, r.text
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
