@@ -222,15 +222,15 @@ def _run_demo(cfg: DemoConfig, progress: Callable[[str], None] | None, noise: _R
         quarantine = write_table(report.rejects.astype(str), out / "quarantine.csv")
     imo = int((report.warnings["column"] == "vessel_imo").sum()) if "column" in report.warnings.columns else 0
     if imo:
-        log.warning("%d row(s) with an invalid IMO check digit kept (the schema only warns)", imo)
-    say(f"validated: {report.valid:,} valid, {report.rejected:,} quarantined; scored and planned "
-        f"{report.scored:,} manifests in {timings['validate_store_score_plan']:.1f} s")
+        log.warning("%d row(s) kept with an invalid IMO check digit", imo)
+    say(f"validated {report.valid:,} ({report.rejected:,} quarantined), scored and planned "
+        f"in {timings['validate_store_score_plan']:.1f} s")
 
     t = time.perf_counter()
     valid_ids = set(store.manifest_ids())
     valid_rows = raw[raw["manifest_id"].isin(valid_ids)].drop_duplicates("manifest_id")
-    ids, matrix = indicator_hits_with_history(scorer.load(), validate(valid_rows).valid)
-    hit_table = _indicator_table(matrix, truth.set_index("manifest_id").reindex(ids)["is_illicit"].to_numpy())
+    hit_ids, matrix = indicator_hits_with_history(scorer.load(), validate(valid_rows).valid)
+    hit_table = _indicator_table(matrix, truth.set_index("manifest_id").reindex(hit_ids)["is_illicit"].to_numpy())
     timings["indicators"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -242,11 +242,10 @@ def _run_demo(cfg: DemoConfig, progress: Callable[[str], None] | None, noise: _R
                                       out / "scans", seed=int(cfg.world["seed"]))
     timings["render_scans"] = time.perf_counter() - t
     if noise.density:
-        ids = [str(a[0]) for a in noise.density if a]
+        # One line, short enough for an 80-column terminal; the scan ids at debug level.
         limit = max((float(a[4]) for a in noise.density if len(a) > 4), default=float("nan"))
-        log.warning("%d scan(s) declared heavier than the renderer can fill with their cargo; density "
-                    "limited to x%.2f (%s)", len(noise.density), limit,
-                    ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else ""))
+        log.warning("%d scan(s) lighter than declared: cargo density capped at x%g", len(noise.density), limit)
+        log.debug("scans with the density cap: %s", ", ".join(str(a[0]) for a in noise.density if a))
     say(f"rendered {len(scans):,} scans of the scan lane in {timings['render_scans']:.1f} s")
 
     t = time.perf_counter()

@@ -130,3 +130,21 @@ def test_demo_runs_end_to_end_on_a_small_day(tmp_path):
 
     # 9. the timings are a table, not JSON
     assert "<h2>Timings</h2><table>" in page and "validate, store, score and plan" in page
+
+
+def test_repeated_demo_warnings_are_held_back(caplog):
+    import logging
+
+    from riskengine.demo import _RepeatedWarnings
+
+    schema, synth = logging.getLogger("riskengine.schema"), logging.getLogger("scanvision.synth")
+    with caplog.at_level(logging.WARNING), _RepeatedWarnings() as noise:
+        for n in (122, 1, 2, 8):
+            schema.warning("%d row(s) with an invalid IMO check digit kept (warning only)", n)
+        synth.warning("scan %s: %s cargo of %.0f kg needs density x%.2f for this fill; limited to x%.2f",
+                      "S1", "general", 28074.0, 8.6, 8.0)
+        schema.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+    assert [a[0] for a in noise.density] == ["S1"]
+    schema.warning("%d row(s) with an invalid IMO check digit kept (warning only)", 3)  # filter removed
+    assert len(caplog.records) == 2
