@@ -641,3 +641,26 @@ def test_the_service_refuses_a_rolled_back_pack(tmp_path):
     assert "nl-customs-cocaine" not in [p.pack.id for p in loaded.packs]
     assert [(r.file, r.error_type) for r in loaded.rejected] == [("nl.yaml", "PackSignatureError")]
     assert loaded.rejected[0].reason.startswith("downgrade: ")
+
+
+def test_a_bare_public_key_in_the_trust_folder_is_not_trusted_unless_opted_in(tmp_path, caplog, monkeypatch):
+    """A .pub copied into the trust folder without a trust.yaml entry would sign any pack id
+    without expiry: it is ignored (with a warning naming the fix) unless bare keys are allowed."""
+    keys = generate_keypair(tmp_path / "keys", "dropped")
+    pack = write_pack(tmp_path / "any.yaml", "xx-anything")
+    sign_pack_file(pack, keys.private_key, signer="Someone")
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    shutil.copy(keys.public_key, trust / "dropped.pub")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert len(TrustStore(trust)) == 0
+        with pytest.raises(PackSignatureError) as exc:
+            verify_pack_file(pack, TrustStore(trust))
+    assert reason(exc) == "untrusted"
+    assert "dropped.pub" in caplog.text and "is NOT trusted" in caplog.text and "trust add" in caplog.text
+    res = CliRunner().invoke(main, ["indicators", "verify", str(pack), "--trust", str(trust)])
+    assert res.exit_code == 1 and "PackSignatureError: untrusted key" in " ".join(res.output.split())
+
+    assert verify_pack_file(pack, TrustStore(trust, bare_keys=True)).partner == "dropped"
+    monkeypatch.setenv("RISKENGINE_TRUST_BARE_KEYS", "1")
+    assert verify_pack_file(pack, TrustStore(trust)).pack_id == "xx-anything"

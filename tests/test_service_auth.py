@@ -208,6 +208,27 @@ def test_public_routes_need_no_token(client):
         assert client.get(path).status_code in (200, 204), path
 
 
+def test_page_and_answers_carry_security_headers(client, app):
+    import base64
+    import re
+
+    page = client.get("/")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "connect-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    # the page's own inline script is allowed by its hash, nothing else
+    (script,) = re.findall(r"<script>(.*?)</script>", page.text, flags=re.S)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in csp
+    for r in (page, client.get("/api/health"), client.get("/api/queue/groups"),  # 401
+              client.get("/api/queue/groups", headers=auth(app, "officer")),
+              client.post("/api/outcomes", content=b"[" * 100, headers={**auth(app, "officer"),
+                                                                        "content-type": "application/json"})):
+        assert r.headers["x-content-type-options"] == "nosniff", r.url
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer"
+
+
 def test_query_token_is_refused_outside_the_feed(client, app):
     token = app.state.test_tokens["admin"]
     r = client.get(f"/api/queue/groups?access_token={token}")
@@ -230,6 +251,22 @@ def test_query_token_leaves_the_query_string():
     assert scope["query_string"] == b"limit=1&keepalive=2"  # the server's own scope dict
 
 
+@pytest.mark.parametrize("name", ["access%5Ftoken", "access%5ftoken", "%61ccess_token", "access_tok%65n"])
+def test_a_percent_encoded_query_token_name_leaves_the_query_string_too(name):
+    """The query parser decodes the name; the middleware must compare it decoded as well."""
+    import asyncio
+
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen.update(scope)
+
+    scope = {"type": "http", "query_string": f"keepalive=2&{name}=rk_abc_secret".encode()}
+    asyncio.run(QueryTokenMiddleware(app)(scope, None, None))
+    assert scope["query_string"] == b"keepalive=2" and b"secret" not in seen["query_string"]
+    assert seen[QUERY_TOKEN_SCOPE_KEY] == "rk_abc_secret"
+
+
 def test_access_log_never_shows_the_query_token(app):
     import io
     import logging
@@ -245,12 +282,15 @@ def test_access_log_never_shows_the_query_token(app):
         try:
             with httpx.stream("GET", f"{url}/api/feed?limit=1&keepalive=0.2&access_token={officer}") as r:
                 assert r.status_code == 200 and next(r.iter_lines()).startswith(": connected")
+            with httpx.stream("GET", f"{url}/api/feed?limit=1&keepalive=0.3&access%5Ftoken={officer}") as r:
+                assert r.status_code == 200 and next(r.iter_lines()).startswith(": connected")
             assert httpx.get(f"{url}/api/queue/groups?access_token={officer}").status_code == 401
         finally:
             access.removeHandler(handler)
             access.setLevel(level)
     log = buf.getvalue()
     assert '"GET /api/feed?limit=1&keepalive=0.2 HTTP/1.1" 200' in log
+    assert '"GET /api/feed?limit=1&keepalive=0.3 HTTP/1.1" 200' in log
     assert '"GET /api/queue/groups HTTP/1.1" 401' in log
     assert officer.split("_")[2] not in log
 

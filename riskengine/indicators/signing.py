@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ALLOW_UNSIGNED_ENV",
+    "BARE_KEYS_ENV",
     "PASSPHRASE_ENV",
     "SIGNATURE_SUFFIX",
     "SIGNING_DOMAIN",
@@ -111,6 +112,7 @@ ALGORITHM = "ed25519"
 SIGNING_DOMAIN = b"riskengine-indicator-pack-v1\n"
 """Prefix of every signed message, so a pack signature cannot be replayed in another protocol."""
 TRUST_DIR_ENV = "RISKENGINE_TRUST_DIR"
+BARE_KEYS_ENV = "RISKENGINE_TRUST_BARE_KEYS"
 ALLOW_UNSIGNED_ENV = "RISKENGINE_ALLOW_UNSIGNED_PACKS"
 PASSPHRASE_ENV = "RISKENGINE_KEY_PASSPHRASE"
 TRUST_FILE = "trust.yaml"
@@ -130,7 +132,7 @@ _TRUST_HEADER = (
     "# Partner public keys trusted to sign indicator packs.\n"
     "# Managed by `riskengine indicators trust add|list|remove`; 'expires' (a date, inclusive) and\n"
     "# 'packs' (allowed pack id prefixes) may be edited by hand. A .pub file in this folder without\n"
-    "# an entry here is trusted for any pack, without expiry.\n"
+    "# an entry here is ignored (RISKENGINE_TRUST_BARE_KEYS=1 trusts it for any pack).\n"
 )
 
 
@@ -559,8 +561,10 @@ class TrustedKey:
 class TrustStore:
     """The partner keys this service trusts to sign indicator packs.
 
-    A folder of ``*.pub`` PEM files plus an optional ``trust.yaml`` with each key's partner,
-    country, expiry and allowed pack id prefixes. A missing folder is an empty store.
+    A folder of ``*.pub`` PEM files plus ``trust.yaml`` with each key's partner, country,
+    expiry and allowed pack id prefixes. A missing folder is an empty store. A ``.pub`` without
+    an entry is ignored (with a warning) unless ``bare_keys`` (default:
+    ``$RISKENGINE_TRUST_BARE_KEYS=1``), which trusts it for any pack id without expiry.
 
     >>> store = TrustStore("trust")                                        # doctest: +SKIP
     >>> store.add("be-douane.pub", partner="Douane Antwerpen", country="BE",
@@ -568,8 +572,10 @@ class TrustStore:
     >>> [k.key_id for k in store.keys()]                                   # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, bare_keys: bool | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_trust_dir()
+        self.bare_keys = (os.environ.get(BARE_KEYS_ENV, "").strip().lower() in _TRUE
+                          if bare_keys is None else bare_keys)
         self._keys: dict[str, TrustedKey] | None = None
 
     def __repr__(self) -> str:
@@ -650,10 +656,18 @@ class TrustStore:
                 raise TrustStoreError(f"trust store {self.path}: {exc}. Remove or replace "
                                       f"{f.name}") from exc
             kid = key_id(pk)
+            e = by_file.pop(f.name, None)
+            if e is None and not self.bare_keys:
+                # A key file dropped into the folder is not a trust decision: it would sign any
+                # pack id without expiry. It counts only once `trust add` gave it an entry.
+                log.warning("trust store %s: %s (key %s) has no entry in %s and is NOT trusted; add it "
+                            "with `riskengine indicators trust add %s --name PARTNER --packs PREFIX` "
+                            "(or set %s=1 to trust bare keys for any pack)", self.path, f.name, kid,
+                            TRUST_FILE, f, BARE_KEYS_ENV)
+                continue
             if kid in keys:
                 raise TrustStoreError(f"trust store {self.path}: key {kid} is in both "
                                       f"{keys[kid].file.name} and {f.name}; remove one")
-            e = by_file.pop(f.name, None)
             if e is not None and e["key_id"] != kid:
                 raise TrustStoreError(
                     f"trust store {self.path}: {f.name} holds key {kid}, but {TRUST_FILE} lists it "

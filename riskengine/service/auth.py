@@ -273,7 +273,9 @@ class QueryTokenMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and b"access_token" in scope.get("query_string", b""):
+        # The names are compared decoded, as the routes read them: ``access%5Ftoken=`` is
+        # ``access_token=`` to the query parser, so a check of the raw bytes would let it through.
+        if scope["type"] in ("http", "websocket") and scope.get("query_string"):
             pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
             tokens = [v for k, v in pairs if k == "access_token"]
             if tokens:

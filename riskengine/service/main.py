@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from riskengine.schema import SchemaError
 from riskengine.service.auth import QueryTokenMiddleware, check_route_table
 from riskengine.service.events import Broadcaster
+from riskengine.service.headers import SecurityHeadersMiddleware
 from riskengine.service.limits import BodyLimitMiddleware, validation_error_handler
 from riskengine.service.packs import PackSource
 from riskengine.service.routers import (
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     # limits, the routes or any log see the request.
     app.add_middleware(BodyLimitMiddleware, max_json_bytes=settings.max_json_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)  # also on the 413 / 422 the limits answer
     app.add_middleware(QueryTokenMiddleware)
 
     app.add_exception_handler(RequestValidationError, validation_error_handler)
