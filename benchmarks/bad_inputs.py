@@ -146,6 +146,8 @@ def request_cases(client: Any, app: Any) -> list[dict[str, Any]]:
          {"content": streamed(big_upload), "headers": {"content-type": "text/csv"}}),
         ("wrong_content_type", "an XML body",
          {"content": b"<manifests/>", "headers": {"content-type": "application/xml"}}),
+        ("json_nested_200k", "200 000 '[' (JSON nested 200 000 deep)",
+         {"content": b"[" * 200_000, "headers": {"content-type": "application/json"}}),
     ]
     out = []
     for name, what, kwargs in reqs:
@@ -153,9 +155,104 @@ def request_cases(client: Any, app: Any) -> list[dict[str, Any]]:
         body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
         out.append({"case": name, "input": what, "status": r.status_code,
                     "detail": _no_tmp(str(body.get("detail", r.text)))[:400]})
+    r = client.post("/api/scans", content=b"[" * 200_000, headers={"content-type": "application/json"})
+    out.append({"case": "scan_json_nested_200k", "input": "POST /api/scans with 200 000 '['",
+                "status": r.status_code, "detail": _no_tmp(str(r.json().get("detail", r.text)))[:400]})
     r = client.post("/api/outcomes", json={"manifest_id": "M1", "result": "maybe"})
     out.append({"case": "outcome_bad_value", "input": "POST /api/outcomes with result 'maybe'",
                 "status": r.status_code, "detail": _no_tmp(str(r.json().get("detail", r.text)))[:400]})
+    return out
+
+
+def security_cases(cases: Any, work: Path) -> list[dict[str, Any]]:
+    """The attacks of issue 19, each with what the user sees now (the tests assert the same)."""
+    import asyncio
+    import shutil
+
+    import yaml
+
+    from riskengine.indicators import (
+        PackSignatureError,
+        TrustStore,
+        default_packs,
+        generate_keypair,
+        load_verified_pack,
+        merge_packs,
+        parse_pack,
+        sign_pack_file,
+    )
+    from riskengine.schema import validate_file
+    from riskengine.service.auth import QUERY_TOKEN_SCOPE_KEY, QueryTokenMiddleware
+    from riskengine.service.scoring import mandatory_rules
+    from riskengine.synth import generate_manifests
+
+    out: list[dict[str, Any]] = []
+
+    def pack(pack_id: str, version: str, tlp: str, title: str, ind_id: str, condition: dict) -> dict:
+        return {"metadata": {"id": pack_id, "version": version, "created": "2025-06-01", "tlp": tlp,
+                             "issuer": {"agency": "Partner", "country": "BE"}},
+                "indicators": [{"id": ind_id, "title": title, "rationale": "partner report",
+                                "condition": condition, "severity": "critical"}]}
+
+    # 1. TLP: a RED 2.0.0 and a CLEAR 1.0.0 of one pack; the older one given last.
+    fires = {"field": "seal_mismatch", "eq": True}
+    red = parse_pack(pack("be-douane-red", "2.0.0", "RED", "SECRET informant says vessel X", "be_tip", fires))
+    clear = parse_pack(pack("be-douane-red", "1.0.0", "CLEAR", "public title", "be_tip", fires))
+    manifests = generate_manifests(20, seed=4, start="2026-03-10")
+    manifests["seal_number_gate"] = "XX0000001"
+    _, text = mandatory_rules(manifests, 10.0, [red, clear])
+    out.append({"case": "tlp_two_versions", "input": "be-douane-red 2.0.0 (TLP:RED) and 1.0.0 (TLP:CLEAR); "
+                "officers read the mandatory reasons", "outcome": "redacted" if "SECRET" not in text[0] else "LEAK",
+                "detail": str(text[0])})
+    # 2. A be- key redefines the built-in seal rule at 9.0.0 so that it never fires.
+    ovr = parse_pack(pack("be-douane-ovr", "9.0.0", "GREEN", "never", "seal_mismatch_at_gate",
+                          {"field": "packages", "lt": 0}))
+    merged = merge_packs(default_packs() + [ovr])
+    mask, _ = mandatory_rules(manifests, 10.0, default_packs() + [ovr])
+    out.append({"case": "cross_issuer_override", "input": "be-douane-ovr redefines seal_mismatch_at_gate at 9.0.0",
+                "outcome": f"refused; built-in rule fires on {int(mask.sum())} of {len(mask)}",
+                "detail": merged.refused[0].message if merged.refused else "NOT refused"})
+    # 3. Rollback: a signed 1.0.0 copied over the installed 2.0.0.
+    keys = generate_keypair(work / "keys", "nl")
+    store = TrustStore(work / "trust")
+    store.add(keys.public_key, partner="Douane NL", packs=["nl-"])
+    live, old = work / "live", work / "old"
+    live.mkdir()
+    old.mkdir()
+    for folder, version in ((old, "1.0.0"), (live, "2.0.0")):
+        (folder / "nl.yaml").write_text(yaml.safe_dump(pack("nl-fruit", version, "GREEN", "t", "nl_x", fires)))
+        sign_pack_file(folder / "nl.yaml", keys.private_key, signer="Douane NL")
+    load_verified_pack(live / "nl.yaml", store)
+    for name in ("nl.yaml", "nl.yaml.sig"):
+        shutil.copy(old / name, live / name)
+    try:
+        load_verified_pack(live / "nl.yaml", store)
+        seen = "accepted (NOT refused)"
+    except PackSignatureError as exc:
+        seen = f"PackSignatureError: {exc}"
+    out.append({"case": "pack_rollback", "input": "signed nl-fruit 1.0.0 (+ .sig) copied over 2.0.0",
+                "outcome": "refused" if "downgrade" in seen else "accepted", "detail": _no_tmp(seen)})
+    # 4. Formula cells in a quarantine CSV.
+    folder = work / "formulas"
+    folder.mkdir()
+    data = cases._write(folder, "formulas.csv", cases.formula_manifests())
+    validate_file(data, quarantine=folder / "q.csv")
+    cells = cases.csv_cells(folder / "q.csv")
+    escaped = [c for c in cells if c.startswith("'=HYPERLINK")]
+    out.append({"case": "csv_formula_quarantine", "input": "=HYPERLINK(...), +cmd|..., -2+3+cmd|..., @SUM(...), "
+                "tab= in weights and consignees", "outcome": f"{len(cases.formula_cells(cells))} formula cells "
+                "in the quarantine CSV", "detail": f"written as {escaped[0] if escaped else '?'}"})
+    # 6. The token under an encoded name.
+    seen_scope: dict[str, Any] = {}
+
+    async def app(scope, receive, send):
+        seen_scope.update(scope)
+
+    scope = {"type": "http", "query_string": b"keepalive=2&access%5Ftoken=rk_0123_secret"}
+    asyncio.run(QueryTokenMiddleware(app)(scope, None, None))
+    out.append({"case": "query_token_encoded_name", "input": "GET /api/feed?keepalive=2&access%5Ftoken=rk_...",
+                "outcome": "moved out of the URL" if QUERY_TOKEN_SCOPE_KEY in seen_scope else "LEFT in the URL",
+                "detail": f"the access log shows ?{scope['query_string'].decode()}"})
     return out
 
 
@@ -234,6 +331,11 @@ def markdown(result: dict[str, Any]) -> str:
                       "| case | request | HTTP status | answer |", "|---|---|---|---|"]
             for r in api["requests"]:
                 lines.append(f"| {r['case']} | {_cell(r['input'])} | {r['status']} | {_cell(r['detail'])} |")
+    if result.get("security"):
+        lines += ["", "## Attacks (issue 19)", "",
+                  "| case | input | outcome | what the user sees |", "|---|---|---|---|"]
+        for r in result["security"]:
+            lines.append(f"| {r['case']} | {_cell(r['input'])} | {_cell(r['outcome'])} | {_cell(r['detail'], 400)} |")
     lines += ["", "Regenerate: `python benchmarks/bad_inputs.py`.", ""]
     return "\n".join(lines)
 
@@ -275,6 +377,9 @@ def main() -> None:
             path = case.build(folder)
             out, rss = with_rss(lambda p=path: cases.run_image_case(p))
             result["cases"].append(summarise(case, "images", out, rss))
+        sec_dir = work / "security"
+        sec_dir.mkdir()
+        result["security"] = security_cases(cases, sec_dir)
         if not args.no_api:
             api_dir = work / "api"
             api_dir.mkdir()

@@ -18,8 +18,12 @@ stored, seconds), the summaries, and the counts and checksums of both states:
     python benchmarks/crash_safety.py                              # 200 000 rows, SQLite + rescore
     python benchmarks/crash_safety.py --rows 20000 --pg-url postgresql+psycopg://u:p@host/db
     python benchmarks/crash_safety.py --rows 5000 --out /tmp/crash.json --kill-at 0.5 --skip postgresql
+    python benchmarks/crash_safety.py --rerun-only --rows 20000 --batch-rows 2000 --kill-at 0.5
 
-Writes ``benchmarks/results/crash_safety.json``.
+Writes ``benchmarks/results/crash_safety.json``. ``--rerun-only`` measures only what a rerun after
+a crash costs (SQLite): the ingest is killed once, rerun to the end, then run a third time with
+every batch done, which is the pure cost of skipping committed batches by checksum (read, hash,
+compare; no validation, no scoring); written to ``benchmarks/results/crash_rerun.json``.
 """
 
 from __future__ import annotations
@@ -230,6 +234,39 @@ def ingest_scenario(backend: str, url_a: str, url_b: str, data: Path, work: Path
     }
 
 
+def rerun_scenario(data: Path, work: Path, *, model: Path, batch_rows: int, reasons: int,
+                   kill_at: float, total_rows: int) -> dict[str, Any]:
+    """Kill an ingest once, rerun it, then run it again with every batch done (SQLite)."""
+    url = f"sqlite:///{work / 'rerun.db'}"
+    n_batches = -(-total_rows // batch_rows)
+    log_path = work / "rerun.log"
+    cmd = [*CLI, "ingest", "--data", str(data), "--db", url, "--model", str(model), "--batch-rows",
+           str(batch_rows), "--quarantine", str(work / "q-rerun"), "--reasons", str(reasons), "--json"]
+    threshold = max(1, min(n_batches - 2, int(round(kill_at * n_batches))))
+    kill = run_and_kill(cmd, ingest_kill_point(url, threshold, "scores"), log_path, 7200)
+    kill.update(fraction=kill_at, after_batches=threshold, inside_batch_after="scores",
+                batches_done=count_rows(url, "ingest_batches", "WHERE status = 'done'"))
+    keys = ("rows", "batches", "batches_skipped", "rows_this_run", "seconds", "skipped_seconds",
+            "rows_per_s", "inserted", "unchanged", "decisions")
+    resumed, resumed_s = run_to_end(cmd, log_path)
+    again, again_s = run_to_end(cmd, log_path)
+    skipped_rows = again["rows"]
+
+    def rate(rows: int, seconds: float) -> float | None:
+        return round(rows / seconds, 1) if seconds else None
+
+    return {
+        "backend": "sqlite", "batch_rows": batch_rows, "batches": n_batches, "kill": kill,
+        "resumed_run": {"wall_seconds": resumed_s, **{k: resumed.get(k) for k in keys},
+                        "skipped_rows_per_s": rate(resumed["rows"] - resumed["rows_this_run"],
+                                                   resumed["skipped_seconds"])},
+        "all_done_run": {"wall_seconds": again_s, **{k: again.get(k) for k in keys},
+                         "skipped_rows_per_s": rate(skipped_rows, again["skipped_seconds"])},
+        "every_batch_skipped_when_all_done": again["batches_skipped"] == again["batches"] == n_batches
+                                             and again["rows_this_run"] == 0,
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Rescore
 # --------------------------------------------------------------------------------------------
@@ -344,8 +381,14 @@ def main() -> None:
                          "inside the next batch, right after its manifests, scores, decisions in turn.")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--skip", nargs="*", default=[], choices=["sqlite", "postgresql", "rescore"])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "crash_safety.json")
+    ap.add_argument("--rerun-only", action="store_true",
+                    help="Measure only the rerun after one crash and a run with every batch done "
+                         "(SQLite; the first --kill-at); default output crash_rerun.json.")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="Results file (default benchmarks/results/crash_safety.json, or crash_rerun.json).")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = ROOT / "benchmarks" / "results" / ("crash_rerun.json" if args.rerun_only else "crash_safety.json")
 
     from riskengine.model import RiskModel
     from scanvision.bench import machine_info
@@ -359,6 +402,15 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="crash-") as tmp:
         work = Path(tmp)
+        if args.rerun_only:
+            df, info = bad_manifests(args.rows, seed=args.seed, start=start)
+            data = work / "manifests-rerun.csv"
+            df.to_csv(data, index=False)
+            res = rerun_scenario(data, work, model=args.model, batch_rows=args.batch_rows,
+                                 reasons=args.reasons, kill_at=args.kill_at[0], total_rows=len(df))
+            result["benchmark"] = "crash_rerun"
+            result["scenarios"]["rerun_sqlite"] = {"input": {**info, "rows": len(df), "file": "CSV"}, **res}
+            args.skip = ["sqlite", "postgresql", "rescore"]
         for backend in ("sqlite", "postgresql"):
             if backend in args.skip:
                 continue

@@ -211,6 +211,48 @@ def test_rerun_after_success_skips_everything_and_no_resume_changes_nothing(smal
     assert len(read_quarantine(tmp_path / "q")) == first.rejected  # replaced, never appended
 
 
+def test_rerun_after_a_crash_skips_committed_batches_without_validating_them(small_csv, tmp_path, monkeypatch):
+    """Batches recorded as done with the same checksum are neither validated, stored, scored nor
+    planned again: only the interrupted batch and the ones after it are."""
+    import riskengine.ingest as ingest_mod
+    import riskengine.service.workflow as workflow
+
+    url = f"sqlite:///{tmp_path / 'crashed.db'}"
+    original = workflow.ingest_manifests
+    sent: list[int] = []
+
+    def die_in_batch_3(store, scorer, batch, *args, **kwargs):
+        sent.append(int(batch["source_row"].min()))
+        report = original(store, scorer, batch, *args, **kwargs)
+        if len(sent) == 3:
+            raise KeyboardInterrupt("killed inside batch 2")
+        return report
+
+    monkeypatch.setattr(workflow, "ingest_manifests", die_in_batch_3)
+    with Store(url) as store, pytest.raises(KeyboardInterrupt):
+        ingest_files(store, HashScorer(), small_csv, config=CONFIG, batch_rows=250, quarantine_dir=tmp_path / "q")
+    assert sent == [1, 251, 501]
+
+    validated: list[int] = []
+    real_validate = ingest_mod.validate
+
+    def counted_validate(batch, *args, **kwargs):
+        validated.append(int(batch["source_row"].min()))
+        return real_validate(batch, *args, **kwargs)
+
+    sent.clear()
+    monkeypatch.setattr(workflow, "ingest_manifests", lambda store, scorer, batch, *a, **k: (
+        sent.append(int(batch["source_row"].min())), original(store, scorer, batch, *a, **k))[1])
+    monkeypatch.setattr(ingest_mod, "validate", counted_validate)
+    with Store(url) as store:
+        summary = ingest_files(store, HashScorer(), small_csv, config=CONFIG, batch_rows=250,
+                               quarantine_dir=tmp_path / "q")
+    assert summary.batches == 5 and summary.batches_skipped == 2 and summary.rows_this_run == 750
+    assert sent == [501, 751, 1001]  # batches 0 and 1 (rows 1-500) are not sent again
+    assert validated == [501]  # only the interrupted batch, for its re-plan
+    assert summary.rows == summary.valid + summary.rejected == 1_250
+
+
 def test_a_deleted_quarantine_part_is_written_again(small_csv, tmp_path):
     with Store(f"sqlite:///{tmp_path / 's.db'}") as store:
         first = ingest_files(store, HashScorer(), small_csv, config=CONFIG, batch_rows=500,

@@ -167,8 +167,8 @@ class BodyLimitMiddleware:
                                 self.max_json_depth)
                     raise JsonTooDeepError(
                         f"the JSON body nests arrays or objects deeper than {self.max_json_depth} "
-                        "levels, the limit (a manifest batch needs 3): send flat records, e.g. "
-                        '{"manifests": [{"manifest_id": ...}, ...]}')
+                        "levels, the limit; the requests of this API need at most 3 (a manifest "
+                        "batch: an object, its list, each record)")
             return message
 
         async def tracked(message: Message) -> None:
