@@ -239,7 +239,7 @@ def _run_demo(cfg: DemoConfig, progress: Callable[[str], None] | None, noise: _R
     if cfg.max_scans is not None:
         to_scan = to_scan[: cfg.max_scans]
     scans, ids, paths = _render_scans(day.set_index("manifest_id").loc[to_scan].reset_index(),
-                                      out / "scans", seed=int(cfg.world["seed"]))
+                                      (out / "scans").resolve(), seed=int(cfg.world["seed"]))
     timings["render_scans"] = time.perf_counter() - t
     if noise.density:
         # One line, short enough for an 80-column terminal; the scan ids at debug level.
@@ -248,12 +248,14 @@ def _run_demo(cfg: DemoConfig, progress: Callable[[str], None] | None, noise: _R
         log.debug("scans with the density cap: %s", ", ".join(str(a[0]) for a in noise.density if a))
     say(f"rendered {len(scans):,} scans of the scan lane in {timings['render_scans']:.1f} s")
 
+    # The store keeps absolute paths of the scans and overlays, so that `riskengine serve` started
+    # from another folder still finds them.
     t = time.perf_counter()
     triager = OnnxScanTriager(cfg.scan_model_dir, provider=cfg.provider)
     batch = 32
     for i in range(0, len(scans), batch):
         ingest_scans(store, triager, scans[i:i + batch], ids[i:i + batch], qcfg, actor="demo",
-                     image_paths=paths[i:i + batch], overlay_dir=out / "overlays")
+                     image_paths=paths[i:i + batch], overlay_dir=(out / "overlays").resolve())
     timings["triage_fuse_replan"] = time.perf_counter() - t
     say(f"triaged, fused and re-planned {len(scans):,} scans in {timings['triage_fuse_replan']:.1f} s")
 

@@ -43,8 +43,9 @@ def test_shifts_follow_the_vessel():
 
 @pytest.mark.slow
 @needs_models
-def test_demo_runs_end_to_end_on_a_small_day(tmp_path):
-    cfg = DemoConfig(out_dir=tmp_path / "demo", scan_capacity=2, inspection_capacity=2, max_scans=6)
+def test_demo_runs_end_to_end_on_a_small_day(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, as `riskengine demo` defaults to
+    cfg = DemoConfig(out_dir=Path("demo"), scan_capacity=2, inspection_capacity=2, max_scans=6)
     res = run_demo(cfg)
     # nothing lost: every received manifest is either stored (valid) or quarantined
     assert res.valid + res.rejected == res.received > 4000
@@ -90,6 +91,10 @@ def test_demo_runs_end_to_end_on_a_small_day(tmp_path):
         with Image.open(path) as im:
             im.load()
             assert im.width > 100 and im.height > 20
+
+    # the store holds absolute scan and overlay paths: a server started elsewhere finds them
+    stored = res.queue["heatmap_path"].dropna()
+    assert len(stored) == 6 and stored.map(lambda p: Path(p).is_absolute() and Path(p).is_file()).all()
 
     # 3. reasons said once (mandatory rule, indicator title and model reason are one reason)
     def core(part):
