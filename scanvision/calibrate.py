@@ -165,7 +165,16 @@ def fit_scanner_calibration(
 
 
 def card_threshold(config: dict[str, Any], kind: str, far: str = "0.01") -> float:
-    """The model card's threshold at ``far`` false alarms for this image kind (0.5 if absent)."""
+    """The alarm threshold at ``far`` false alarms for this image kind.
+
+    A site-adapted model's own thresholds (set on the site's held-out clean scans) come first,
+    then the model card's (set on generated test scans); 0.5 if neither is recorded.
+    """
+    from scanvision.adapt import site_threshold
+
+    site = site_threshold(config, kind, far)
+    if site is not None:
+        return site
     key = "raw" if kind == "raw16" else "display"
     try:
         return float(config["metrics"]["test"][key]["at_far"][far]["threshold"])

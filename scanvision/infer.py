@@ -70,6 +70,9 @@ class TriageResult:
         heatmap: ``[rows, cols]`` per-cell concealment probability (one cell = 16 input pixels
             of the preprocessed scan).
         heatmap_path: PNG overlay written for this scan, if any.
+        threshold: the alarm threshold used (the site's when the model is site-adapted for
+            this image kind, else the model card's at 1 % false alarms).
+        threshold_source: ``"site"`` or ``"model card"``.
     """
 
     path: str | None
@@ -80,12 +83,28 @@ class TriageResult:
     estimated_mass_kg: float | None
     heatmap: np.ndarray = field(repr=False)
     heatmap_path: str | None = None
+    threshold: float = 0.5
+    threshold_source: str = "model card"
+
+    @property
+    def alarm(self) -> bool:
+        """The scan alarms: its concealment score is above the threshold."""
+        return self.concealment_score > self.threshold
+
+    @property
+    def empty(self) -> bool:
+        """The container is empty (``empty_probability >= 0.5``; ``cargo_class`` agrees)."""
+        return self.empty_probability >= 0.5
 
     def to_json(self) -> dict[str, Any]:
         """The JSON record of the ``riskengine triage --json`` contract."""
         return {
             "path": self.path,
             "concealment_score": round(self.concealment_score, 6),
+            "alarm": self.alarm,
+            "threshold": round(self.threshold, 6),
+            "threshold_source": self.threshold_source,
+            "empty": self.empty,
             "empty_probability": round(self.empty_probability, 6),
             "cargo_class": self.cargo_class,
             "estimated_mass_kg": (
@@ -326,20 +345,41 @@ class ScanTriage:
         logits = np.stack(raw["class_logits"]) if scans else np.zeros((0, len(self.class_names)))
         probs = _softmax(logits.astype(np.float64))
         results = []
+        empty_idx = self.class_names.index("empty") if "empty" in self.class_names else None
         for i, scan in enumerate(scans):
             p = probs[i]
+            empty_p = float(raw["empty_prob"][i])
+            # the empty head decides empty/loaded; the cargo class follows it, so the two
+            # outputs never disagree (an empty verdict with a cargo class, or the reverse)
+            ranked = np.argsort(-p)
+            if empty_idx is not None:
+                ranked = ([empty_idx] if empty_p >= 0.5 else
+                          [int(k) for k in ranked if int(k) != empty_idx])
+            threshold, source = self.alarm_threshold(scan.kind)
             results.append(
                 TriageResult(
                     path=None if scan.path is None else str(scan.path),
                     concealment_score=self._calibrated(float(raw["score"][i]), scan),
-                    empty_probability=float(raw["empty_prob"][i]),
-                    cargo_class=self.class_names[int(p.argmax())],
+                    empty_probability=empty_p,
+                    cargo_class=self.class_names[int(ranked[0])],
+                    threshold=threshold,
+                    threshold_source=source,
                     class_probabilities=dict(zip(self.class_names, p.round(6).tolist(), strict=True)),
                     estimated_mass_kg=self.estimate_mass(scan),
                     heatmap=_sigmoid(raw["heatmap_logits"][i].astype(np.float32)),
                 )
             )
         return results
+
+    def alarm_threshold(self, kind: str, far: str = "0.01") -> tuple[float, str]:
+        """Threshold at ``far`` false alarms for scans of ``kind`` and where it comes from."""
+        from scanvision.adapt import site_threshold
+        from scanvision.calibrate import card_threshold
+
+        site = site_threshold(self.config, kind, far)
+        if site is not None:
+            return site, "site"
+        return card_threshold(self.config, kind, far), "model card"
 
     def _calibrated(self, score: float, scan: Scan) -> float:
         """The score through the scanner calibration, for scans of the calibrated kind."""

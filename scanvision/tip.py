@@ -135,6 +135,14 @@ class ScanGeometry:
     length: str
     mm_per_px_x: float
     mm_per_px_y: float
+    floor: int = -1
+
+    @property
+    def floor_y(self) -> int:
+        """Row of the load floor: 0.2 m above the lowest row dense along the whole length
+        (the bottom rails and cross members, or a chassis frame, lie below the load)."""
+        bottom = self.floor if self.floor > self.y0 else self.y1
+        return bottom - int(self.px_y(0.2))
 
     def px_x(self, metres: float) -> float:
         return metres * 1000.0 / self.mm_per_px_x
@@ -158,11 +166,17 @@ def estimate_geometry(grey: np.ndarray) -> ScanGeometry:
     x0, x1 = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, w)
     if (y1 - y0) < 0.4 * h or (x1 - x0) < 0.4 * w:
         y0, y1, x0, x1 = 0, h, 0, w
-    aspect = (x1 - x0) / max(1, y1 - y0)
-    length = "40ft" if aspect > 3.3 else "20ft"
+    # The floor is dense along the whole length; wheels and a tractor below it are not. The
+    # lowest such row in the lower part of the outline bounds the box (a chassis hangs below).
+    dense_rows = np.flatnonzero(not_air[y0:y1, x0:x1].mean(axis=1) > 0.85) + y0
+    dense_rows = dense_rows[dense_rows > y0 + 0.55 * (y1 - y0)]
+    floor = int(dense_rows[-1]) if dense_rows.size else y1
+    box_h = max(1, floor - y0)
+    aspect = (x1 - x0) / box_h
+    length = "40ft" if aspect > 3.4 else "20ft"
     return ScanGeometry(x0, x1, y0, y1, length,
                         mm_per_px_x=CONTAINER_LENGTH_MM[length] / (x1 - x0),
-                        mm_per_px_y=CONTAINER_HEIGHT_MM / (y1 - y0))
+                        mm_per_px_y=CONTAINER_HEIGHT_MM / box_h, floor=floor)
 
 
 # --------------------------------------------------------------------------- threats
@@ -304,7 +318,7 @@ def _placement(kind: str, shape: tuple[int, int], geo: ScanGeometry, img_shape: 
     h, w = shape
     H, W = img_shape
     x0, x1, y0, y1 = geo.x0, geo.x1, geo.y0, geo.y1
-    floor_y = y1 - int(geo.px_y(0.25))            # the load floor sits above rails and chassis
+    floor_y = geo.floor_y
     end = rng.random() < 0.5                      # which end: doors and reefer unit are opposite
     if kind == "door_bags":
         reach = int(geo.px_x(1.5))

@@ -15,8 +15,8 @@ from scanvision.infer import default_model_dir
 from scanvision.io import write_transmission
 from scanvision.synth import ScanSpec, ThreatSpec, render_scan, to_display8
 
-CONTRACT_KEYS = {"path", "concealment_score", "empty_probability", "cargo_class",
-                 "estimated_mass_kg", "heatmap"}
+CONTRACT_KEYS = {"path", "concealment_score", "alarm", "threshold", "threshold_source", "empty",
+                 "empty_probability", "cargo_class", "estimated_mass_kg", "heatmap"}
 SHIPPED = default_model_dir()
 needs_shipped = pytest.mark.skipif(
     not (SHIPPED / "config.json").is_file(), reason="the shipped scan model is not built"
@@ -94,6 +94,10 @@ def test_json_contract_on_raw_scans_and_a_display_jpeg(tiny_model, scan_files, t
         assert r["cargo_class"] in {"fruit", "frozen_meat", "sacks", "tyres", "machinery",
                                     "bottles_drums", "textiles", "general", "empty"}
         assert r["heatmap"] is not None and cv2.imread(r["heatmap"]) is not None
+        # the alarm is the score against the threshold it names; empty agrees with the class
+        assert r["alarm"] == (r["concealment_score"] > r["threshold"])
+        assert r["threshold_source"] == "model card"
+        assert r["empty"] == (r["empty_probability"] >= 0.5) == (r["cargo_class"] == "empty")
     assert isinstance(rows[0]["estimated_mass_kg"], float)  # raw transmission
     assert rows[1]["estimated_mass_kg"] is None  # display image: no physics
 
