@@ -443,7 +443,7 @@ def write_report(res: DemoResult, truth: pd.DataFrame, *, n_scans: int = 12) -> 
         f'<td><b class="mono">{html.escape(_text(r.get("container_id")))}</b><br>'
         f'<small>{html.escape(str(r["manifest_id"]))}</small></td>'
         f'<td>{html.escape(_goods(r))}</td>'
-        f'<td>{html.escape(str(r["terminal"]))}<br><small>{html.escape(str(r["shift"]))}</small></td>'
+        f'<td class="nowrap">{html.escape(str(r["terminal"]))}<br><small>{html.escape(str(r["shift"]))}</small></td>'
         f'<td>{html.escape(str(r["lane"]))}</td><td>{html.escape(_text(r.get("selection")))}</td>'
         f'<td class="num">{fmt(r["risk_score"])}</td><td class="num">{fmt(r.get("fused_score"))}</td>'
         f'<td>{_reason_list(r.get("why"))}</td></tr>'
@@ -461,7 +461,7 @@ def write_report(res: DemoResult, truth: pd.DataFrame, *, n_scans: int = 12) -> 
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>riskengine demo {res.port} {res.day}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1300px;color:#1d2330}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}}th{{background:#eef0f4}}
-td.num{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}.mono{{font-family:ui-monospace,monospace}}
+td.nowrap{{white-space:nowrap}}td.num{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}.mono{{font-family:ui-monospace,monospace}}
 tr.hold td:nth-child(5){{color:#7b1fa2;font-weight:bold}}tr.red td:nth-child(5){{color:#c62828;font-weight:bold}}
 tr.inspect td:nth-child(5){{color:#ef6c00;font-weight:bold}}.cards{{display:flex;flex-wrap:wrap;gap:12px}}
 ul.why{{margin:0;padding-left:16px}}ul.why li:first-child{{font-weight:600}}

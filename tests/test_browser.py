@@ -235,3 +235,31 @@ def test_live_updates_and_outcome_buttons(server, tmp_path):
         assert browser.js("sessionStorage.getItem('riskengine.token')") is None
     finally:
         browser.close()
+
+
+def test_queue_comes_in_pages_with_show_more(tmp_path):
+    app = make_app(tmp_path)
+    with running_server(app) as url:
+        auth = bearer(app, "analyst")
+        r = httpx.post(f"{url}/api/manifests", json=rows(make_manifests(450)), headers=auth, timeout=60)
+        assert r.status_code == 200, r.text
+        browser = DevTools(tmp_path / "profile-pages")
+        try:
+            browser.open(f"{url}/?port=NLRTM&live=0")
+            browser.sign_in(app.state.test_tokens["officer"])
+            count = "document.querySelectorAll('tr[data-manifest-id]').length"
+            browser.wait_for(f"{count} == 200")
+            assert browser.js("document.getElementById('summary').innerText").startswith("200 of 450 containers")
+            assert browser.js("document.getElementById('more').textContent") == "Show 200 more"
+            browser.js("document.getElementById('more').click(); true")
+            browser.wait_for(f"{count} == 400")
+            assert browser.js("document.getElementById('more').textContent") == "Show 50 more"
+            browser.js("document.getElementById('more').click(); true")
+            browser.wait_for(f"{count} == 450")
+            assert browser.js("document.getElementById('more').hidden") is True
+            assert browser.js("document.getElementById('summary').innerText").startswith("450 containers")
+            ids = browser.js("[...document.querySelectorAll('tr[data-manifest-id]')].map(r => r.dataset.manifestId)")
+            expected = app.state.store.queue("NLRTM")["manifest_id"].tolist()
+            assert ids == expected  # every container once, in queue order
+        finally:
+            browser.close()

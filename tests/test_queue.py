@@ -135,3 +135,9 @@ def test_a_mandatory_selection_is_named_once_in_the_decision():
     out = _decision_reasons(df, "lane", "selection", "reasons", QueueConfig())
     assert out.tolist() == ["mandatory: Seal number at the gate differs from the manifest",
                             "selected by risk within capacity | origin EC"]
+    # after the scan the decision's own reasons are the fusion's; the rule comes from the manifest
+    scanned = df.assign(lane=["inspect", "cleared"], scan_reasons=["manifest risk 77.3% | scan concealment 99%",
+                                                                   "manifest risk 2.0%"])
+    out = _decision_reasons(scanned, "lane", "selection", "scan_reasons", QueueConfig())
+    assert out.tolist() == ["mandatory: Seal number at the gate differs from the manifest | manifest risk 77.3% "
+                            "| scan concealment 99%", "selected by risk within capacity | manifest risk 2.0%"]

@@ -110,8 +110,12 @@ def _decision_reasons(df: pd.DataFrame, lane_col: str, selection_col: str, reaso
                     f"risk at or above the hold threshold {config.hold_threshold:.2f}: do not release", "")
     sel = sel.where(df[lane_col] != "hold", "")
     reasons = df[reasons_col].fillna("").astype(str)
-    # "mandatory: <rule>" in the reasons already says why it was selected.
-    sel = sel.where(~((df[selection_col] == "mandatory") & reasons.str.contains("mandatory: ", regex=False)), "")
+    # A mandatory selection is said by naming its rules ("mandatory: <title>", from the manifest
+    # score's reasons), not with "mandatory rule" followed by the rule later on.
+    rules = (df["reasons"] if "reasons" in df.columns else reasons).fillna("").astype(str) \
+        .str.findall(r"mandatory: [^|]*[^| ]").str.join(" | ")
+    mandatory = (df[selection_col] == "mandatory") & (rules != "")
+    sel = sel.where(~mandatory, rules)
     return distinct_reasons(join_reasons([pd.Series(hold, index=df.index), sel, reasons]))
 
 
