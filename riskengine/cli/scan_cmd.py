@@ -61,9 +61,8 @@ def triage_cmd(
     failed = 0
     table = Table(title=f"Scan triage ({engine.model_dir})",
                   caption=f"heatmaps in {heatmap_dir}" if heatmap_dir else None)
-    for col, justify in (("scan", "left"), ("concealment", "right"), ("alarm", "left"),
-                         ("empty", "right"), ("cargo class", "left"), ("mass kg", "right"),
-                         ("heatmap", "left")):
+    for col, justify in (("scan", "left"), ("concealment", "right"), ("empty", "right"),
+                         ("cargo class", "left"), ("mass kg", "right"), ("heatmap", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for item in triage_paths(scans, triage=engine, heatmap_dir=heatmap_dir):
         if isinstance(item, TriageError):
@@ -72,15 +71,14 @@ def triage_cmd(
             print_json(item.to_json())
             continue
         if isinstance(item, TriageError):
-            table.add_row(Path(item.path).name, "[red]error[/]", "", "", "", "", "")
+            table.add_row(Path(item.path).name, "[red]error[/]", "", "", "", "")
             err_console.print(f"[bold red]{item.error_type}[/]: {item.error}", highlight=False)
             continue
         score = item.concealment_score
         style = "bold red" if item.alarm else ("yellow" if score >= 0.1 else "green")
         table.add_row(
             Path(item.path).name if item.path else "",
-            f"[{style}]{score:.3f}[/]",
-            f"[bold red]ALARM[/] >{item.threshold:.3f}" if item.alarm else f"no (>{item.threshold:.3f})",
+            f"[{style}]{score:.3f}{' ALARM' if item.alarm else ''}[/]",
             f"{item.empty_probability:.2f}",
             item.cargo_class,
             "-" if item.estimated_mass_kg is None else f"{item.estimated_mass_kg:,.0f}",
@@ -88,8 +86,10 @@ def triage_cmd(
         )
     if not json_out:
         console.print(table)
-        source = "the site's" if engine.config.get("site_adaptation") else "the model card's"
-        console.print(f"alarm: concealment score above {source} threshold at 1 % false alarms")
+        thresholds = sorted({f"{engine.alarm_threshold(k)[0]:.3f} ({k})" for k in ("display8", "raw16")})
+        source = "site's" if engine.config.get("site_adaptation") else "model card's"
+        console.print(f"ALARM: score above the {source} threshold at 1 % false alarms: "
+                      + ", ".join(thresholds))
         if failed:
             err_console.print(f"{failed} of {len(scans)} scan(s) could not be triaged.")
     if failed:
