@@ -52,7 +52,8 @@ models-manifest: $(STAMP_DEV)
 	  --plot models/manifest/reliability.png --record 'the 31 days after training, same generated world (seed 11)'
 
 models-scan: $(STAMP_DEV)
-	$(PY) -m scanvision.train --generate 4500 --seed 1 --epochs 24 --out models/scanvision $(if $(wildcard ../shared/data/xray_reference),--reference-dir ../shared/data/xray_reference)
+	$(PY) -m scanvision.train --generate 4500 --seed 1 --epochs 24 --out build/scanvision_base $(if $(wildcard ../shared/data/xray_reference),--reference-dir ../shared/data/xray_reference)
+	$(PY) -m scanvision.transfer --base build/scanvision_base --out models/scanvision --generate 1500 --val 300 --epochs 8 --lr 0.001 --seed 3 --eval 1000 --eval-seed 20240 $(if $(wildcard ../shared/data/xray_reference),--reference-dir ../shared/data/xray_reference) $(if $(wildcard ../shared/data/xray_site_dev),--site-dir ../shared/data/xray_site_dev)
 
 bench: $(STAMP_DEV)
 	$(PY) benchmarks/generate_manifests.py

@@ -49,6 +49,39 @@ def summarise(rec: dict) -> dict:
     return out
 
 
+def base_only(args: argparse.Namespace) -> int:
+    """How models transfer before any adaptation: every site scan is a test scan."""
+    from scanvision.adapt import evaluate_views, holdout_views
+    from scanvision.infer import default_model_dir, load_model_config
+
+    paths = sorted(p for p in Path(args.scans).rglob("*")
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff"))
+    scans = load_site_scans(paths, labels_csv=args.labels or None)
+    views = holdout_views(scans, args.seed, 2)
+    models = args.base_only or [str(default_model_dir())]
+    result: dict = {"benchmark": "site_base_models", "n_scans": len(scans),
+                    "views": {"clean": sum(not v["threat"] for v in views),
+                              "threat": sum(v["threat"] for v in views)},
+                    "seed": args.seed, "models": {}, "machine": machine_info()}
+    for m in models:
+        rep = evaluate_views(m, views, scans[0].kind)
+        cfg = load_model_config(m)
+        result["models"][m] = {"onnx_sha256": cfg.get("onnx_sha256"), "auc": rep["auc"],
+                               "by_state": rep["by_state"], "by_mass": rep["by_mass"],
+                               "brick_stacks_ge_10kg": rep["brick_stacks_ge_10kg"],
+                               "pointing_accuracy": rep["pointing_accuracy"],
+                               "empty_auc": rep.get("empty_auc")}
+        st = rep["by_state"]
+        print(f"{m}: AUC {rep['auc']:.3f}  loaded {st.get('loaded', {}).get('auc', float('nan')):.3f}  "
+              f"empty {st.get('empty', {}).get('auc', float('nan')):.3f}  stacks>=10kg "
+              f"{rep['brick_stacks_ge_10kg']['auc']:.3f}  pointing {rep['pointing_accuracy']:.1%}  "
+              f"empty AUC {rep.get('empty_auc', float('nan')):.3f}")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / "site_base_models.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scans", default=str(SITE / "scans"), help="directory of the site's scans")
@@ -58,8 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout", type=float, default=AdaptConfig.holdout)
     ap.add_argument("--base", default=None, help="model to adapt (default: the shipped one)")
     ap.add_argument("--keep", default=None, help="keep the adapted model in this new directory")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "site_adaptation.json"))
+    ap.add_argument("--out", default=None,
+                    help="results JSON (default: benchmarks/results/site_adaptation.json, or "
+                         "site_base_models.json with --base-only)")
+    ap.add_argument("--base-only", nargs="*", default=None, metavar="MODEL_DIR",
+                    help="no adaptation: score these model directories (default: the shipped one) "
+                         "on every site scan, clean and with fresh threats")
     args = ap.parse_args(argv)
+    if args.base_only is not None:
+        return base_only(args)
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / "site_adaptation.json")
     scans_dir = Path(args.scans)
     if not scans_dir.is_dir():
         print(f"FileNotFoundError: {scans_dir} not found; pass --scans DIR with a site's cleared scans",

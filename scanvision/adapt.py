@@ -15,7 +15,7 @@ batch norms were folded into the convolutions, and checks it against ONNX Runtim
 Example::
 
     scans = load_site_scans(sorted(Path("cleared").glob("*.jpg")), labels_csv="labels.csv")
-    result = adapt_to_site(scans, "models/scanvision-rtm", AdaptConfig(epochs=30))
+    result = adapt_to_site(scans, "models/scanvision-rtm", AdaptConfig(epochs=40))
     result["holdout"]["adapted"]["auc"]
 """
 
@@ -30,7 +30,7 @@ import resource
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -404,25 +404,25 @@ class AdaptConfig:
         heat_weight, image_weight, empty_weight, class_weight: loss weights.
         pos_weight: weight of heatmap cells inside a threat.
         threads: torch CPU threads.
-        device: ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu`` or ``cuda``.
         holdout_draws: threats drawn per held-out scan and mass band (half brick stacks).
     """
 
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 12
     lr: float = 1e-3
     weight_decay: float = 1e-4
     holdout: float = 0.25
     seed: int = 0
     max_train_width: int = 384
-    threat_views: int = 1
+    threat_views: int = 2
     heat_weight: float = 4.0
     image_weight: float = 1.0
     empty_weight: float = 0.5
     class_weight: float = 0.2
     pos_weight: float = 30.0
     threads: int = 2
-    device: str = "cpu"
+    device: str = "auto"
     holdout_draws: int = 2
 
     def __post_init__(self) -> None:
@@ -430,8 +430,8 @@ class AdaptConfig:
             raise ValueError(f"holdout must be in (0, 0.9), got {self.holdout}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
 
 def split_holdout(n: int, share: float, seed: int, states: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -757,6 +757,8 @@ def adapt_to_site(
                     base, base_config[SITE_KEY].get("site"))
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for but torch sees no CUDA device; use --device cpu")
+    if cfg.device == "auto":
+        cfg = replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
     kinds = {s.kind for s in scans}
     if len(kinds) != 1:
         raise SiteScanError("site scans must be all raw 16-bit or all 8-bit display images")

@@ -109,7 +109,8 @@ def render_bench_scans(
     for i, child in enumerate(children):
         rng = np.random.default_rng(child)
         spec = sample_spec(rng, scan_id=f"BENCH{i:04d}", seed=seed, size=container)
-        fixed = replace(spec, high_cube=False, chassis=False)
+        # no tractor either: it needs the chassis and would change the scan length
+        fixed = replace(spec, high_cube=False, chassis=False, tractor=False)
         t = render_scan(fixed, rng).transmission
         if width is not None and height is not None:
             t = cv2.resize(t, (width, height), interpolation=cv2.INTER_AREA)

@@ -311,6 +311,40 @@ def build_transferred_model(base_dir: str | Path, out_dir: str | Path, *, count:
     return {"out": str(out), "minutes": round((time.perf_counter() - t0) / 60, 1), "test": evaluation}
 
 
+def real_site_figures(model_dir: str | Path, site_dir: str | Path, *, seed: int = 0) -> dict[str, Any]:
+    """Concealment and empty figures of a model on a site's real scans (never trained on).
+
+    Every scan of ``site_dir`` (``scans/`` and ``labels.csv``, as in ``xray_site_dev``) is a
+    test scan, clean and with threats projected in (:func:`scanvision.adapt.holdout_views`).
+    """
+    from scanvision.adapt import evaluate_views, holdout_views, load_site_scans
+
+    site_dir = Path(site_dir)
+    labels = site_dir / "labels.csv"
+    paths = sorted(p for p in (site_dir / "scans").rglob("*")
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff"))
+    scans = load_site_scans(paths, labels_csv=labels if labels.is_file() else None)
+    views = holdout_views(scans, seed, 2)
+    rep = evaluate_views(model_dir, views, scans[0].kind)
+    return {"site": site_dir.name, "n_scans": len(scans), "seed": seed,
+            "views": {"clean": rep["n_clean"], "threat": rep["n_threat"]},
+            **{k: rep[k] for k in ("auc", "by_state", "by_mass", "brick_stacks_ge_10kg",
+                                   "pointing_accuracy")}, "empty_auc": rep.get("empty_auc")}
+
+
+def record_real_site(model_dir: str | Path, site_dir: str | Path) -> dict[str, Any]:
+    """Measure :func:`real_site_figures`, store them in the sidecar and rewrite the card."""
+    from scanvision.train import write_card_from_sidecar
+
+    figures = real_site_figures(model_dir, site_dir)
+    path = Path(model_dir) / "config.json"
+    config = json.loads(path.read_text())
+    config.setdefault("metrics", {})["real_site_scans"] = figures
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    write_card_from_sidecar(model_dir)
+    return figures
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m scanvision.transfer``: the transfer stage of the shipped scan model."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -327,8 +361,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reference-dir", default=None,
                         help="directory of real display JPEGs to report in the card (not trained on)")
+    parser.add_argument("--site-dir", default=None,
+                        help="a site's real scans (scans/ + labels.csv) to measure in the card "
+                             "(never trained on)")
+    parser.add_argument("--site-only", action="store_true",
+                        help="only measure --site-dir on --out and rewrite its card")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.site_only:
+        if not args.site_dir:
+            parser.error("--site-only needs --site-dir")
+        record_real_site(args.out, args.site_dir)
+        return 0
     cmd = " ".join(["python -m scanvision.transfer", f"--base {args.base}", f"--out {args.out}",
                     f"--generate {args.generate}", f"--val {args.val}", f"--epochs {args.epochs}",
                     f"--lr {args.lr:g}", f"--seed {args.seed}", f"--eval {args.eval}",
@@ -337,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             epochs=args.epochs, lr=args.lr, seed=args.seed, eval_count=args.eval,
                             eval_seed=args.eval_seed, workers=args.workers, threads=args.threads,
                             reference_dir=args.reference_dir, command=cmd)
+    if args.site_dir and Path(args.site_dir).is_dir():
+        record_real_site(args.out, args.site_dir)
     return 0
 
 

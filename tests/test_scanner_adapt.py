@@ -256,3 +256,51 @@ def test_adapt_cli_at_its_defaults_writes_a_servable_site_model(tmp_path: Path) 
     res = CliRunner().invoke(main, ["triage", "--model", str(out), "--json", str(scan_path)])
     assert res.exit_code == 0, res.output
     assert engine.config[SITE_KEY]["site"] == "site"
+    out_rows = [json.loads(x) for x in res.output.strip().splitlines()]
+    assert out_rows[0]["threshold_source"] == "site"
+    assert out_rows[0]["threshold"] == pytest.approx(site_rec["thresholds"]["0.01"], abs=1e-6)
+    # and the scanner benchmark loads it too (40 scans: the count generator 1.1 broke)
+    res = CliRunner().invoke(main, ["bench", "scanner", "--model", str(out), "--scans", "40",
+                                    "--warmup", "1", "--no-torch", "--json"])
+    assert res.exit_code == 0, res.output
+    bench = json.loads(res.output.strip().splitlines()[-1])
+    assert bench["scans"] == 40 and Path(bench["model"]["dir"]).resolve() == out.resolve()
+    assert bench["model"]["onnx_sha256"] == cfg["onnx_sha256"]
+    assert bench["serial"]["scans_per_s"] > 0
+
+
+# --------------------------------------------------------------------------- transfer stage
+
+
+def test_display_augmentation_gives_real_display_heights_and_stays_8_bit() -> None:
+    from scanvision.transfer import DISPLAY_HEIGHTS, augment_display
+
+    img = _container_image(w=2500, h=850)
+    heights = set()
+    for i in range(20):
+        out = augment_display(img, np.random.default_rng(i))
+        assert out.dtype == np.uint8 and out.ndim == 2
+        heights.add(out.shape[0])
+    resized = {h for h in heights if h != 850}
+    assert resized and all(DISPLAY_HEIGHTS[0] <= h <= DISPLAY_HEIGHTS[1] for h in resized)
+
+
+@pytest.mark.slow
+def test_transfer_views_carry_projected_threats_and_fine_tune_keeps_the_best_epoch() -> None:
+    from scanvision.preprocess import PreprocessConfig
+    from scanvision.transfer import fine_tune_transfer, transfer_samples
+
+    pcfg = PreprocessConfig()
+    views = transfer_samples(10, 5, pcfg=pcfg, workers=1, tip_prob=1.0)
+    kinds = [v.variants[0].kind for v in views]
+    assert kinds.count("raw16") == 10 and kinds.count("display8") >= 10
+    tip = [v for v in views if v.threat_types and v.threat_types[0].startswith("tip_")]
+    assert tip, "every clean scan with tip_prob=1 gives a projected-threat view"
+    for v in tip:
+        # the heatmap target sits where the threat was projected
+        assert v.threat and float(v.variants[0].frac.max()) > 0.3
+    model = torch_model_from_onnx(default_model_dir())
+    summary = fine_tune_transfer(model, views, views, epochs=1, lr=1e-4, seed=0, threads=1)
+    assert [h["epoch"] for h in summary["history"]] == [0, 1]
+    assert summary["best_epoch"] == 1
+    assert float(model.calib_scale) == pytest.approx(summary["score_calibration"]["scale"])

@@ -144,14 +144,15 @@ _SCAN_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
               help="Model to start from (default: $RISKENGINE_SCAN_MODEL, else the shipped "
                    "models/scanvision).")
 @click.option("--site", default=None, help="Name of the site (default: the --scans folder name).")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Passes over the fitting scans (each seen clean and with a projected threat).")
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Passes over the fitting scans (each seen clean and twice with a projected threat).")
 @click.option("--holdout", type=click.FloatRange(0.05, 0.6), default=0.25, show_default=True,
               help="Share of the scans kept out of fitting, for the report and the thresholds.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the split, the projected threats and the training.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where to fine-tune (inference of the written model is ONNX Runtime either way).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to fine-tune: auto uses CUDA when PyTorch sees a GPU (inference of the "
+                   "written model is ONNX Runtime either way).")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="CPU threads for fine-tuning.")
 @click.option("--min-scans", type=click.IntRange(min=10), default=20, show_default=True,
