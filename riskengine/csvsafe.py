@@ -75,3 +75,25 @@ def write_csv(df: pd.DataFrame, path_or_buf: str | Path | IO[str], *, mode: str 
     """
     escape_formulas(df).to_csv(path_or_buf, index=False, mode=mode, header=header,
                                quoting=csv.QUOTE_NONNUMERIC)
+
+
+_ESCAPED = r"^'(?=[=+\-@\t\r])"
+
+
+def unescape_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`escape_formulas` on a frame read from CSV, in place of its text columns.
+
+    A file the engine wrote (a quarantine file fixed by an analyst, a score file) reads back with
+    the values it had: ``'=1+1`` becomes ``=1+1`` again, and the schema then judges the value
+    itself. Only a quote followed by a formula character is removed. Vectorised per column.
+    """
+    for col in df.columns:
+        s = df[col]
+        if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+            text = s.astype("string")
+            hit = text.str.match(_ESCAPED).fillna(False).to_numpy(dtype=bool)
+            if hit.any():
+                s = s.astype(object).copy()
+                s[hit] = text[hit].str.slice(1).astype(object).to_numpy()
+                df[col] = s
+    return df

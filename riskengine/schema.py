@@ -306,6 +306,8 @@ def _iter_csv(p: Path, chunk_rows: int, columns: list[str] | None) -> Iterator[p
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    from riskengine.csvsafe import unescape_formulas
+
     opener = _open_maybe_gzip(p)
     with opener() as fh:
         sample = fh.read(1 << 20)
@@ -375,7 +377,9 @@ def _iter_csv(p: Path, chunk_rows: int, columns: list[str] | None) -> Iterator[p
                             "convert it to UTF-8)")
                 raise ValueError(f"cannot parse CSV file {p} after row {emitted + pending_rows}: {exc}{hint}") from exc
             if batch.num_rows:
-                pending.append(batch.to_pandas())
+                # a CSV the engine wrote escapes formula cells (riskengine.csvsafe): read back
+                # the values themselves
+                pending.append(unescape_formulas(batch.to_pandas()))
                 pending_rows += batch.num_rows
             if pending_rows + len(malformed) >= chunk_rows:
                 emitted = yield from _emit_csv_chunk(pending, malformed, emitted, header, delimiter)
