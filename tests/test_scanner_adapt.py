@@ -230,20 +230,20 @@ def test_adapt_cli_at_its_defaults_writes_a_servable_site_model(tmp_path: Path) 
                                     "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.output.strip().splitlines()[-1])
-    assert (rec["n_scans"], rec["n_holdout"], rec["n_fit"]) == (28, 7, 21)
+    assert (rec["n_scans"], rec["n_holdout"], rec["n_fit"]) == (28, 8, 20)  # 4 empty + 4 loaded held out
     assert rec["unreadable"] == []
     # the held-out scans were never fitted: none of them is among the parity/fit inputs
     cfg = json.loads((out / "config.json").read_text())
     site_rec = cfg[SITE_KEY]
     assert set(site_rec["holdout_files"]) <= {p.name for p in (site / "scans").iterdir()}
-    assert len(site_rec["holdout_files"]) == 7
+    assert len(site_rec["holdout_files"]) == 8
     a, b = site_rec["holdout"]["adapted"], site_rec["holdout"]["base"]
     # thresholds are set on the held-out clean scans: at most the allowed share alarms
     n_clean = a["n_clean"]
     for far, thr in site_rec["thresholds"].items():
         assert a["false_alarm_rate"][far] <= math.floor(float(far) * n_clean) / n_clean + 1e-9
         assert thr == a["thresholds"][far]
-    assert a["n_threat"] == 7 * 4 * 2 and a["n_clean"] == 7
+    assert a["n_threat"] == 8 * 4 * 2 and a["n_clean"] == 8
     assert set(a["by_state"]) == {"empty", "loaded"}
     # the base model is at chance on these real backgrounds; adapting must not be worse
     assert a["auc"] > b["auc"] - 0.02
