@@ -552,6 +552,8 @@ def fine_tune(model: Any, prepared: Sequence[_Prepared], cfg: AdaptConfig, pcfg:
     """Fine-tune ``model`` in place on threat-projected views of ``prepared`` scans."""
     import torch
 
+    from scanvision.train import optimise_epoch
+
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, cfg.threads))
@@ -569,19 +571,8 @@ def fine_tune(model: Any, prepared: Sequence[_Prepared], cfg: AdaptConfig, pcfg:
         model.train()
         _freeze_batchnorm(model)
         views = _epoch_views(prepared, cfg, pcfg, rng)
-        sums: dict[str, float] = {}
-        n = 0
-        for t in _batches(views, cfg, empty_index, device):
-            out = model.forward_train(t["image"], t["width"])
-            losses = _losses(out, t, cfg)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n += 1
+        sums, n = optimise_epoch(model, _batches(views, cfg, empty_index, device),
+                                 lambda out, t: _losses(out, t, cfg), opt, sched)
         row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1),
                **{f"loss_{k}": round(v / max(n, 1), 4) for k, v in sums.items()}}
         history.append(row)

@@ -643,6 +643,31 @@ def fit_mass_calibration(samples: Sequence[Sample]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- training
 
 
+def optimise_epoch(model: ScanTriageNet, batches: Iterator[Any],
+                   loss_fn: Callable[[dict[str, torch.Tensor], Any], dict[str, torch.Tensor]],
+                   opt: torch.optim.Optimizer, sched: Any) -> tuple[dict[str, float], int]:
+    """One pass of optimiser steps (gradients clipped at 5); summed losses and the step count.
+
+    ``batches`` yields objects with ``image`` and ``width`` (attributes or keys);
+    ``loss_fn(outputs, batch)`` returns the losses with their weighted ``"total"``.
+    """
+    sums: dict[str, float] = {}
+    n = 0
+    for batch in batches:
+        image, width = ((batch["image"], batch["width"]) if isinstance(batch, dict)
+                        else (batch.image, batch.width))
+        losses = loss_fn(model.forward_train(image, width), batch)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        n += 1
+    return sums, n
+
+
 def train_model(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig,
                 log: Callable[[str], None] | None = None) -> tuple[ScanTriageNet, dict[str, Any]]:
     """Train a fresh network; keep the epoch with the best validation metric; calibrate."""
@@ -667,19 +692,8 @@ def train_model(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        n = 0
-        for batch in epoch_batches(train, cfg, rng):
-            out = model.forward_train(batch.image, batch.width)
-            losses = compute_losses(out, batch, cfg)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n += 1
+        sums, n = optimise_epoch(model, epoch_batches(train, cfg, rng),
+                                 lambda out, batch: compute_losses(out, batch, cfg), opt, sched)
         preds = [predict_torch(model, imgs) for imgs in val_sets]
         metric, details = _selection_metric(val, preds)
         row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1),

@@ -181,6 +181,7 @@ def fine_tune_transfer(model: Any, train: Sequence[Any], val: Sequence[Any], *, 
         TrainConfig,
         compute_losses,
         epoch_batches,
+        optimise_epoch,
         predict_torch,
         roc_auc,
     )
@@ -219,19 +220,8 @@ def fine_tune_transfer(model: Any, train: Sequence[Any], val: Sequence[Any], *, 
         t0 = time.perf_counter()
         model.train()
         _freeze_batchnorm(model)
-        sums: dict[str, float] = {}
-        n = 0
-        for batch in epoch_batches(train, cfg, rng):
-            out = model.forward_train(batch.image, batch.width)
-            losses = compute_losses(out, batch, cfg)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n += 1
+        sums, n = optimise_epoch(model, epoch_batches(train, cfg, rng),
+                                 lambda out, batch: compute_losses(out, batch, cfg), opt, sched)
         m, d = metric()
         row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 1),
                **{f"loss_{k}": round(v / max(n, 1), 4) for k, v in sums.items()},
